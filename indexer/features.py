@@ -1,0 +1,34 @@
+"""Plain containers that stages hand to each other (no behaviour beyond validation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """Local features of one image: keypoints in original-image pixels, one descriptor per keypoint."""
+
+    keypoints: np.ndarray  # (N, 2) float32, x then y, in pixels of the image as read from disk
+    descriptors: np.ndarray  # (N, D) float32 or float16, one row per keypoint
+    scores: np.ndarray | None = None  # (N,) detector response or attention, higher is better
+
+    def __post_init__(self) -> None:
+        if self.keypoints.ndim != 2 or self.keypoints.shape[1] != 2:
+            raise ValueError(f"keypoints must be (N, 2), got {self.keypoints.shape}")
+        if len(self.descriptors) != len(self.keypoints):
+            raise ValueError(
+                f"{len(self.keypoints)} keypoints but {len(self.descriptors)} descriptors"
+            )
+        if self.scores is not None and len(self.scores) != len(self.keypoints):
+            raise ValueError(f"{len(self.keypoints)} keypoints but {len(self.scores)} scores")
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @classmethod
+    def empty(cls, dim: int) -> LocalFeatures:
+        """No features (an image too small or too flat to have any)."""
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, np.float32))

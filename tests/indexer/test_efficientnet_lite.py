@@ -1,0 +1,43 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from indexer.backbones.efficientnet_lite import efficientnet_lite0, normalize_input
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def _batch(image: np.ndarray, size: int = 224) -> torch.Tensor:
+    x = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    return normalize_input(torch.from_numpy(x).permute(2, 0, 1)[None])
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return efficientnet_lite0()
+
+
+def test_imagenet_weights_classify_sample_images(model: torch.nn.Module) -> None:
+    # A wrong layout or wrong input normalisation loads but classifies at chance.
+    with torch.no_grad():
+        cat = model(_batch(skimage_data.chelsea())).argmax(1).item()
+        coffee = model(_batch(skimage_data.coffee())).argmax(1).item()
+    assert 281 <= cat <= 285  # ImageNet's domestic cat classes
+    assert coffee == 967  # espresso
+
+
+def test_feature_map_strides(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        maps = model.features(torch.zeros(1, 3, 256, 320))
+    assert maps["stride16"].shape == (1, 112, 16, 20)
+    assert maps["head"].shape == (1, 1280, 8, 10)
+
+
+def test_last_stride_one_keeps_height_with_same_weights(model: torch.nn.Module) -> None:
+    pcb = efficientnet_lite0(last_stride=1)
+    with torch.no_grad():
+        maps = pcb.features(torch.zeros(1, 3, 384, 128))
+    assert maps["head"].shape == (1, 1280, 24, 8)
+    for (k, a), b in zip(model.state_dict().items(), pcb.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
