@@ -1,0 +1,136 @@
+"""`tansaku` command line: each command is a few lines over `engine.Engine`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from engine.errors import TansakuError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="tansaku: search engine for images and for people.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate on standard benchmarks.")
+app.add_typer(eval_app, name="eval")
+
+DbOption = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (default: TANSAKU_DB or "
+                                              "an SQLite file in TANSAKU_HOME).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _engine(db: str | None) -> Any:
+    from engine.core import Engine
+    from engine.settings import Settings
+
+    return Engine(Settings.from_env(db=db))
+
+
+def _emit_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+
+
+@app.command()
+def index(
+    folder: Annotated[Path, typer.Argument(help="Folder of images, searched recursively.")],
+    gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery name.")],
+    profile: Annotated[str, typer.Option(help="landmark or person.")] = "landmark",
+    prune: Annotated[bool, typer.Option("--prune", help="Drop images whose file is gone.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Index FOLDER into a gallery: new and changed files are described, unchanged ones skipped."""
+    summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune)
+    for rel, reason in summary.failures:
+        typer.echo(f"failed: {rel}: {reason}", err=True)
+    typer.echo(
+        f"gallery {summary.gallery}: {summary.indexed} indexed, {summary.unchanged} unchanged, "
+        f"{summary.failed} failed, {summary.pruned} pruned ({summary.seconds:.1f} s)"
+    )
+
+
+@app.command()
+def query(
+    image: Annotated[Path, typer.Argument(help="Query image.")],
+    gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery name.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results to show.")] = 10,
+    shortlist: Annotated[int, typer.Option(help="Global shortlist re-ranked by geometry.")] = 100,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
+    verifier: Annotated[str | None, typer.Option(help="degensac or magsac.")] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Rank a gallery's images for IMAGE."""
+    from engine.core import rerank_conf
+
+    result = _engine(db).query(image, gallery, top_k=top_k, shortlist=shortlist,
+                               rerank=not no_rerank, conf=rerank_conf(verifier))
+    if as_json:
+        _emit_json(result.to_json())
+        return
+    for r in result.results:
+        inliers = "" if r.inliers is None else f"  inliers {r.inliers:4d}"
+        typer.echo(f"{r.rank:3d}  {r.score:7.4f}{inliers}  {r.path}")
+
+
+@app.command("galleries")
+def galleries(db: DbOption = None) -> None:
+    """List galleries."""
+    for name in _engine(db).gallery_names():
+        typer.echo(name)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="holidays, roxford or rparis.")] = "holidays",
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
+    shortlist: Annotated[int, typer.Option(help="Global shortlist re-ranked by geometry.")] = 100,
+    verifier: Annotated[str | None, typer.Option(help="degensac or magsac.")] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Retrieval mAP on an instance-retrieval benchmark (indexes the dataset into its own gallery)."""
+    from engine.core import rerank_conf
+    from engine.evaluation.retrieval import evaluate_retrieval
+
+    scores = evaluate_retrieval(_engine(db), dataset, fmt, rerank=not no_rerank,
+                                shortlist=shortlist, conf=rerank_conf(verifier))
+    if as_json:
+        _emit_json(scores)
+        return
+    for key, value in scores.items():
+        typer.echo(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the same orderly stop as Ctrl-C: work so far is saved
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for package in ("engine", "indexer", "matcher", "storage"):
+        logging.getLogger(package).setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(standalone_mode=False)
+    except TansakuError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: work done so far is saved; run the command again to finish.",
+                   err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,205 @@
+"""The Engine facade: galleries, indexing and queries behind one object (the CLI is a thin edge on it)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.errors import TansakuError
+from engine.settings import Settings
+from indexer.describe import Describer, Description, local_from_arrays
+from indexer.images import ImageReadError, read_image
+from indexer.pipeline import EmptyFolderError, IndexSummary, index_folder
+from indexer.profiles import PROFILES, resolve_profile
+from matcher.rerank import RerankConf
+from matcher.search import Hit, Searcher
+from storage.db import open_database
+from storage.gallery_files import GalleryBusyError, GalleryFiles
+from storage.models import Gallery, Image, ImageStatus
+from storage.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RankedImage:
+    """A query result as users see it."""
+
+    rank: int
+    path: str
+    score: float
+    inliers: int | None
+    image_id: int
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Ranked results of one query and the time each stage took."""
+
+    query: str
+    gallery: str
+    results: list[RankedImage]
+    times: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `tansaku query --json` object."""
+        return {
+            "query": self.query,
+            "gallery": self.gallery,
+            "results": [r.__dict__ for r in self.results],
+            "timings": {k: round(v, 4) for k, v in self.times.items()},
+        }
+
+
+class OpenGallery:
+    """A gallery ready to search: its rows, FAISS index, feature store and extractors."""
+
+    def __init__(self, gallery: Gallery, rows: list[Image], files: GalleryFiles):
+        self.gallery = gallery
+        self.files = files
+        self.paths = {r.id: r.path for r in rows}
+        self.rows = {r.id: r for r in rows}
+        if not files.index_path.exists() or not rows:
+            raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
+        self.index = VectorIndex.load(files.index_path)
+        self.store = files.features()
+
+    @cached_property
+    def describer(self) -> Describer:
+        """The gallery's extractors, built on first use (model loading takes a moment)."""
+        return Describer(self.gallery.config)
+
+    def stored_description(self, image_id: int) -> Description:
+        """The description stored at index time (what a fresh extraction would give)."""
+        arrays = self.store.get(image_id)
+        local = local_from_arrays(arrays) if "keypoints" in arrays else None
+        return Description(arrays["global"], local)
+
+    def searcher(self, conf: RerankConf) -> Searcher:
+        """A searcher over this gallery with re-ranking settings `conf`."""
+        return Searcher(self.index, self.store, conf)
+
+    def ranked(self, hits: list[Hit]) -> list[RankedImage]:
+        """Hits as user-facing results (paths relative to the gallery folder)."""
+        return [
+            RankedImage(rank, self.paths.get(h.image_id, "?"), h.score, h.inliers, h.image_id)
+            for rank, h in enumerate(hits, start=1)
+        ]
+
+
+class Engine:
+    """tansaku's public face: `index_folder`, `query`, and the evaluations in `engine.evaluation`."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        if self.settings.db_url.startswith("sqlite"):
+            self.settings.ensure_home()
+        try:
+            self.sessions = open_database(self.settings.db_url)
+        except SQLAlchemyError as exc:
+            raise TansakuError(f"cannot open database {self.settings.db_url}: {exc}") from exc
+
+    # galleries ---------------------------------------------------------------------------------
+    def gallery_names(self) -> list[str]:
+        """Names of all galleries."""
+        with self.sessions() as session:
+            return list(session.scalars(select(Gallery.name).order_by(Gallery.name)))
+
+    def get_gallery(self, name: str) -> Gallery:
+        """The gallery called `name`; an unknown name lists the known ones."""
+        with self.sessions() as session:
+            gallery = session.scalar(select(Gallery).where(Gallery.name == name))
+        if gallery is None:
+            known = ", ".join(self.gallery_names()) or "none yet; create one with `tansaku index`"
+            raise TansakuError(f"unknown gallery {name!r} (galleries: {known})")
+        return gallery
+
+    def ensure_gallery(self, name: str, profile: str, config: dict[str, Any] | None = None) -> Gallery:
+        """The gallery `name`, created with `profile`'s preset (or `config`) if it does not exist."""
+        if profile not in PROFILES:
+            raise TansakuError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
+        with self.sessions() as session:
+            gallery = session.scalar(select(Gallery).where(Gallery.name == name))
+            if gallery is None:
+                gallery = Gallery(name=name, profile=profile,
+                                  config=config or resolve_profile(profile))
+                session.add(gallery)
+                session.commit()
+            elif gallery.profile != profile:
+                raise TansakuError(
+                    f"gallery {name!r} has profile {gallery.profile!r}, not {profile!r}"
+                )
+        return gallery
+
+    def open_gallery(self, name: str) -> OpenGallery:
+        """Load a gallery for searching."""
+        gallery = self.get_gallery(name)
+        with self.sessions() as session:
+            rows = list(session.scalars(select(Image).where(
+                Image.gallery_id == gallery.id, Image.status == ImageStatus.INDEXED)))
+        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id))
+
+    # indexing ----------------------------------------------------------------------------------
+    def index_folder(
+        self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
+        batch_size: int = 16, config: dict[str, Any] | None = None,
+    ) -> IndexSummary:
+        """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`."""
+        folder = Path(folder).expanduser()
+        if not folder.exists():
+            raise TansakuError(f"folder not found: {folder}")
+        if not folder.is_dir():
+            raise TansakuError(f"not a folder: {folder}")
+        row = self.ensure_gallery(gallery, profile, config)
+        try:
+            return index_folder(folder, row, self.sessions, self.settings.home,
+                                prune=prune, batch_size=batch_size)
+        except (EmptyFolderError, GalleryBusyError) as exc:
+            raise TansakuError(str(exc)) from exc
+
+    # querying ----------------------------------------------------------------------------------
+    def query(
+        self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
+        rerank: bool = True, conf: RerankConf | None = None,
+    ) -> QueryResult:
+        """Rank `gallery` for the image at `image`."""
+        path = Path(image).expanduser()
+        if not path.exists():
+            raise TansakuError(f"query image not found: {path}")
+        if top_k < 1 or shortlist < 1:
+            raise TansakuError("--top-k and --shortlist must be at least 1")
+        opened = self.open_gallery(gallery)
+        try:
+            pixels = read_image(path)
+        except ImageReadError as exc:
+            raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
+        start = time.perf_counter()
+        description = opened.describer.describe(pixels)
+        extraction = time.perf_counter() - start
+        result = opened.searcher(conf or RerankConf()).search(
+            description, top_k=top_k, shortlist=shortlist, rerank=rerank,
+            vector=self._projected(opened, description.global_vector),
+        )
+        times = {"extraction": extraction, **result.times}
+        return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
+
+    def _projected(self, opened: OpenGallery, vector: np.ndarray) -> np.ndarray | None:
+        """The query vector in the gallery's learned projection, if it has one."""
+        return None
+
+
+def rerank_conf(verifier: str | None = None) -> RerankConf:
+    """Default re-ranking settings, with the verifier overridden when given."""
+    if verifier is None:
+        return RerankConf()
+    if verifier not in ("degensac", "magsac"):
+        raise TansakuError(f"unknown verifier {verifier!r}; valid: degensac, magsac")
+    return RerankConf(verifier=verifier)  # type: ignore[arg-type]

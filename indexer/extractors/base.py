@@ -1,0 +1,58 @@
+"""The extractor contract: named presets in, arrays out (hloc's BaseModel, reduced to what we need)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from indexer.features import LocalFeatures
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU; the one device rule for every extractor."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Extractor:
+    """Holds a configuration merged over `default_conf`; unknown keys are an error."""
+
+    default_conf: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, conf: dict[str, Any] | None = None) -> None:
+        conf = dict(conf or {})
+        unknown = set(conf) - set(self.default_conf)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}: unknown settings {sorted(unknown)}; "
+                f"valid: {sorted(self.default_conf)}"
+            )
+        self.conf: dict[str, Any] = {**self.default_conf, **conf}
+
+
+class GlobalExtractor(Extractor, ABC):
+    """Image -> one L2-normalised float32 vector of length `dim`."""
+
+    dim: int
+
+    @abstractmethod
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Describe one RGB uint8 image (H, W, 3)."""
+
+    def describe_batch(self, images: list[np.ndarray]) -> np.ndarray:
+        """Describe several images, (N, dim); extractors that can batch override this."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self(image) for image in images]).astype(np.float32)
+
+
+class LocalExtractor(Extractor, ABC):
+    """Image -> keypoints with descriptors."""
+
+    dim: int
+
+    @abstractmethod
+    def __call__(self, image: np.ndarray) -> LocalFeatures:
+        """Local features of one RGB uint8 image (H, W, 3), keypoints in its pixels."""

@@ -1,0 +1,283 @@
+"""Folder -> gallery: discovery, incremental planning by content hash, batched extraction, storage.
+
+Crash safety rests on one rule: an image row is INDEXED in SQL only after its vector is in a saved
+FAISS file and its features are in the store. Rows are created PENDING first (which gives them their
+ids), work is checkpointed (FAISS saved, then SQL committed), and every run starts by reconciling the
+three stores, so a run killed at any point is finished by the next one with nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from indexer.describe import Describer, to_arrays
+from indexer.images import ImageReadError, content_hash, discover_images, read_image
+from indexer.naming import parse_person_name
+from storage.feature_store import FeatureStore
+from storage.gallery_files import GalleryFiles
+from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, utcnow
+from storage.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+class EmptyFolderError(ValueError):
+    """The folder holds no image files."""
+
+
+@dataclass
+class IndexSummary:
+    """What one run did."""
+
+    gallery: str
+    indexed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+
+@dataclass
+class _Task:
+    image_id: int
+    path: Path
+    rel: str
+    digest: str
+    size: int
+
+
+def open_index(files: GalleryFiles, dim: int, metric: str) -> VectorIndex:
+    """The gallery's FAISS index, or a new empty one."""
+    if files.index_path.exists():
+        return VectorIndex.load(files.index_path)
+    return VectorIndex(dim, metric)
+
+
+def reconcile(
+    session: Session, gallery: Gallery, index: VectorIndex | None, store: FeatureStore
+) -> int:
+    """Bring SQL, FAISS and the feature store into agreement after an interrupted run.
+
+    `index` is None when no FAISS file was ever saved. Returns how many rows go back to PENDING.
+    """
+    rows = session.scalars(select(Image).where(Image.gallery_id == gallery.id)).all()
+    in_index = set(index.ids().tolist()) if index is not None else set()
+    on_disk = store.ids()
+    indexed = {r.id for r in rows if r.status == ImageStatus.INDEXED}
+    stale = [i for i in in_index if i not in indexed]
+    if index is not None:
+        index.remove(np.array(stale, dtype=np.int64))
+    for image_id in on_disk - {r.id for r in rows}:
+        store.delete(image_id)
+    reset = 0
+    for row in rows:
+        if row.status == ImageStatus.INDEXED and (row.id not in in_index or row.id not in on_disk):
+            row.status = ImageStatus.PENDING
+            reset += 1
+    if stale or reset:
+        log.info("reconciled %s: %d stale vectors dropped, %d images to redo",
+                 gallery.name, len(stale), reset)
+    return reset
+
+
+def _plan(
+    session: Session, gallery: Gallery, folder: Path, paths: list[Path], summary: IndexSummary
+) -> tuple[list[_Task], list[Image]]:
+    """Hash every file; create or update rows; return the work to do and rows whose file is gone."""
+    rows = {r.path: r for r in session.scalars(select(Image).where(Image.gallery_id == gallery.id))}
+    tasks: list[_Task] = []
+    seen: set[str] = set()
+    for path in tqdm(paths, desc="scanning", unit="file", leave=False):
+        rel = path.relative_to(folder).as_posix()
+        seen.add(rel)
+        try:
+            digest, size = content_hash(path), path.stat().st_size
+        except OSError as exc:
+            _record_failure(session, gallery.id, rows.get(rel), rel, f"cannot read: {exc}", summary)
+            continue
+        row = rows.get(rel)
+        if row is not None and row.content_hash == digest and row.status == ImageStatus.INDEXED:
+            summary.unchanged += 1
+            continue
+        if row is None:
+            row = Image(gallery_id=gallery.id, path=rel, content_hash=digest, size_bytes=size,
+                        status=ImageStatus.PENDING)
+            session.add(row)
+            rows[rel] = row
+        else:
+            row.content_hash, row.size_bytes = digest, size
+            row.status, row.error = ImageStatus.PENDING, None
+        row.person_id, row.camera_id = parse_person_name(path.name)
+        tasks.append(_Task(0, path, rel, digest, size))
+    session.flush()  # assigns ids to new rows
+    for task in tasks:
+        task.image_id = rows[task.rel].id
+    gone = [row for rel, row in rows.items() if rel not in seen]
+    return tasks, gone
+
+
+def _record_failure(
+    session: Session, gallery_id: int, row: Image | None, rel: str, reason: str,
+    summary: IndexSummary,
+) -> None:
+    log.warning("skipped %s: %s", rel, reason)
+    summary.failed += 1
+    summary.failures.append((rel, reason))
+    if row is None:
+        row = Image(gallery_id=gallery_id, path=rel, content_hash="", size_bytes=0)
+        session.add(row)
+    row.status, row.error = ImageStatus.FAILED, reason
+
+
+def _batches(tasks: list[_Task], size: int) -> Iterator[list[_Task]]:
+    for start in range(0, len(tasks), size):
+        yield tasks[start : start + size]
+
+
+def _read(task: _Task) -> np.ndarray | ImageReadError:
+    try:
+        return read_image(task.path)
+    except ImageReadError as exc:
+        return exc
+
+
+class _Checkpointer:
+    """Saves FAISS then commits SQL, at most every `every` seconds (and when asked to force)."""
+
+    def __init__(self, session: Session, index: VectorIndex, files: GalleryFiles, every: float):
+        self.session, self.index, self.files, self.every = session, index, files, every
+        self.last = time.monotonic()
+        self.dirty = False
+
+    def __call__(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last < self.every:
+            return
+        if self.dirty:
+            self.index.save(self.files.index_path)
+        self.session.commit()
+        self.last, self.dirty = time.monotonic(), False
+
+
+def _process_batch(
+    batch: list[_Task], describer: Describer, session: Session, index: VectorIndex,
+    store: FeatureStore, summary: IndexSummary, pool: ThreadPoolExecutor,
+) -> None:
+    images = list(pool.map(_read, batch))
+    good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
+    for task, result in zip(batch, images, strict=True):
+        if isinstance(result, ImageReadError):
+            row = session.get(Image, task.image_id)
+            assert row is not None
+            index.remove(np.array([task.image_id]))
+            store.delete(task.image_id)
+            _record_failure(session, row.gallery_id, row, task.rel, result.reason, summary)
+    if not good:
+        return
+    descriptions = describer.describe_batch([im for _, im in good])
+    for (task, _), desc in zip(good, descriptions, strict=True):
+        store.put(task.image_id, to_arrays(desc))
+    ids = np.array([t.image_id for t, _ in good], dtype=np.int64)
+    index.add(ids, np.stack([d.global_vector for d in descriptions]))
+    for task, image in good:
+        row = session.get(Image, task.image_id)
+        assert row is not None
+        row.height, row.width = image.shape[:2]
+        row.status, row.error = ImageStatus.INDEXED, None
+    summary.indexed += len(good)
+
+
+def index_folder(
+    folder: Path,
+    gallery: Gallery,
+    sessions: sessionmaker[Session],
+    home: Path,
+    describer_factory: Callable[[dict[str, Any]], Describer] = Describer,
+    prune: bool = False,
+    batch_size: int = 16,
+    checkpoint_seconds: float = 30.0,
+) -> IndexSummary:
+    """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees."""
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise NotADirectoryError(f"not a folder: {folder}")
+    paths = list(discover_images(folder))
+    if not paths:
+        raise EmptyFolderError(f"no image files found in {folder}")
+    files = GalleryFiles(home, gallery.id)
+    summary = IndexSummary(gallery=gallery.name)
+    started = time.monotonic()
+    with files.write_lock(), sessions() as session:
+        gallery = session.merge(gallery)
+        gallery.root = str(folder)
+        run = IndexRun(gallery_id=gallery.id, root=str(folder), status=RunStatus.RUNNING)
+        session.add(run)
+        store = files.features()
+        index = VectorIndex.load(files.index_path) if files.index_path.exists() else None
+        reconcile(session, gallery, index, store)
+        tasks, gone = _plan(session, gallery, folder, paths, summary)
+        describer = describer_factory(gallery.config) if tasks else None
+        if index is None:
+            index = VectorIndex(describer.dim if describer else 1, gallery.config["metric"])
+        checkpoint = _Checkpointer(session, index, files, checkpoint_seconds)
+        try:
+            if prune:
+                _prune(session, gone, index, store, summary)
+            _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size)
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
+            _finish(run, summary, checkpoint)
+            raise
+        run.status = RunStatus.COMPLETED
+        _finish(run, summary, checkpoint)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _run_tasks(
+    tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
+    store: FeatureStore, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
+) -> None:
+    if not tasks or describer is None:
+        return
+    checkpoint(force=True)  # the PENDING rows exist before any extraction starts
+    with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
+        total=len(tasks), desc="indexing", unit="img"
+    ) as bar:
+        for batch in _batches(tasks, batch_size):
+            _process_batch(batch, describer, session, index, store, summary, pool)
+            checkpoint.dirty = True
+            checkpoint()
+            bar.update(len(batch))
+
+
+def _prune(
+    session: Session, gone: list[Image], index: VectorIndex, store: FeatureStore,
+    summary: IndexSummary,
+) -> None:
+    index.remove(np.array([row.id for row in gone], dtype=np.int64))
+    for row in gone:
+        store.delete(row.id)
+        session.delete(row)
+    summary.pruned = len(gone)
+
+
+def _finish(run: IndexRun, summary: IndexSummary, checkpoint: _Checkpointer) -> None:
+    run.indexed, run.unchanged = summary.indexed, summary.unchanged
+    run.failed, run.pruned = summary.failed, summary.pruned
+    run.finished_at = utcnow()
+    checkpoint.dirty = True
+    checkpoint(force=True)

@@ -1,0 +1,71 @@
+"""Geometric re-ranking of a global shortlist by verified local matches (inlier counts)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from indexer.features import LocalFeatures
+from matcher.matching import match_pairs
+from matcher.verification import verify
+
+
+@dataclass(frozen=True)
+class RerankConf:
+    """How candidates are matched and verified; defaults chosen by scripts/bench_matching.py."""
+
+    matcher: Literal["brute", "kdtree"] = "brute"
+    ratio: float | None = 0.8
+    mutual: bool = False
+    verifier: Literal["degensac", "magsac"] = "degensac"
+    model: Literal["homography", "fundamental"] = "homography"
+    threshold_px: float = 4.0
+    min_inliers: int = 12  # below this a candidate is not considered verified
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per query stage (summed over calls)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, start: float) -> float:
+        """Charge the time since `start` to `stage`; returns now, to chain stages."""
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - start
+        return now
+
+
+def count_inliers(
+    query: LocalFeatures, candidates: Sequence[LocalFeatures], conf: RerankConf,
+    times: StageTimes | None = None,
+) -> np.ndarray:
+    """Verified inlier count of each candidate against the query, (N,) int."""
+    times = times or StageTimes()
+    start = time.perf_counter()
+    matches = match_pairs(query, candidates, conf.matcher, conf.ratio, conf.mutual)
+    start = times.add("matching", start)
+    inliers = np.zeros(len(candidates), dtype=np.int64)
+    for k, (cand, pairs) in enumerate(zip(candidates, matches, strict=True)):
+        result = verify(query.keypoints, cand.keypoints, pairs, method=conf.verifier,
+                        model=conf.model, threshold_px=conf.threshold_px)
+        inliers[k] = result.inliers
+    times.add("verification", start)
+    return inliers
+
+
+def order_by_inliers(inliers: np.ndarray, min_inliers: int) -> np.ndarray:
+    """Positions of the shortlist in re-ranked order.
+
+    Candidates with at least `min_inliers` come first, by inlier count (ties keep the global order);
+    the rest keep their global order after them.
+    """
+    inliers = np.asarray(inliers)
+    verified = np.flatnonzero(inliers >= min_inliers)
+    rest = np.flatnonzero(inliers < min_inliers)
+    verified = verified[np.argsort(-inliers[verified], kind="stable")]
+    return np.concatenate([verified, rest])

@@ -1,0 +1,69 @@
+"""Query time: FAISS shortlist, then optional geometric re-ranking with stored local features."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.describe import Description, local_from_arrays
+from matcher.rerank import RerankConf, StageTimes, count_inliers, order_by_inliers
+from storage.feature_store import FeatureStore
+from storage.vector_index import VectorIndex
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked result: gallery image id, global similarity, and inliers where re-ranked."""
+
+    image_id: int
+    score: float
+    inliers: int | None = None
+
+
+@dataclass
+class SearchResult:
+    """Ranked hits and where the time went."""
+
+    hits: list[Hit]
+    times: dict[str, float] = field(default_factory=dict)
+
+
+class Searcher:
+    """Searches one gallery: its FAISS index and its feature store."""
+
+    def __init__(self, index: VectorIndex, store: FeatureStore, conf: RerankConf | None = None):
+        self.index = index
+        self.store = store
+        self.conf = conf or RerankConf()
+
+    def search(
+        self,
+        query: Description,
+        top_k: int = 10,
+        shortlist: int = 100,
+        rerank: bool = True,
+        exclude: frozenset[int] = frozenset(),
+        vector: np.ndarray | None = None,
+    ) -> SearchResult:
+        """Rank the gallery for `query`; `vector` overrides the query's global vector (projections)."""
+        times = StageTimes()
+        start = time.perf_counter()
+        depth = max(top_k, shortlist) + len(exclude)
+        vec = query.global_vector if vector is None else vector
+        scores, ids = self.index.search(vec[None], depth)
+        keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
+                if i >= 0 and int(i) not in exclude]
+        if self.index.metric == "l2":  # report similarity-like scores: higher is closer
+            keep = [(i, -s) for i, s in keep]
+        start = times.add("search", start)
+        hits = [Hit(i, s) for i, s in keep]
+        if rerank and query.local is not None and hits:
+            head, tail = hits[:shortlist], hits[shortlist:]
+            candidates = [local_from_arrays(self.store.get(h.image_id)) for h in head]
+            times.add("loading", start)
+            inliers = count_inliers(query.local, candidates, self.conf, times)
+            order = order_by_inliers(inliers, self.conf.min_inliers)
+            hits = [Hit(head[k].image_id, head[k].score, int(inliers[k])) for k in order] + tail
+        return SearchResult(hits[:top_k], times.seconds)

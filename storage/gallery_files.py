@@ -1,0 +1,50 @@
+"""Where a gallery's files live under the data folder, and the lock that keeps one writer at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from storage.feature_store import FeatureStore
+
+
+class GalleryBusyError(RuntimeError):
+    """Another process holds the gallery's write lock."""
+
+
+class GalleryFiles:
+    """`<home>/galleries/<id>/`: `global.faiss`, `features/<image id>.npz` and a write lock."""
+
+    def __init__(self, home: str | Path, gallery_id: int) -> None:
+        self.root = Path(home) / "galleries" / str(gallery_id)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def index_path(self) -> Path:
+        """The FAISS index of the gallery's global descriptors."""
+        return self.root / "global.faiss"
+
+    def features(self) -> FeatureStore:
+        """The per-image feature store."""
+        return FeatureStore(self.root / "features")
+
+    def path(self, name: str) -> Path:
+        """Another file of the gallery (a learned projection, say)."""
+        return self.root / name
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the gallery's exclusive lock; fail at once if another process has it."""
+        lock_path = self.root / ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise GalleryBusyError(f"{self.root} is being written by another process") from exc
+            yield
+        finally:
+            os.close(fd)

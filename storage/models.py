@@ -1,0 +1,103 @@
+"""SQLAlchemy 2 ORM: galleries, their images and the runs that indexed them.
+
+An image row's primary key is also its id in the gallery's FAISS index and in its feature store.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the one clock of the database."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every tansaku table."""
+
+
+class ImageStatus(enum.StrEnum):
+    """Where an image is in its life: waiting for extraction, searchable, or failed with a reason."""
+
+    PENDING = "pending"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class RunStatus(enum.StrEnum):
+    """Outcome of one `tansaku index` run."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+class Gallery(Base):
+    """A named, searchable collection of images with one profile (landmark or person)."""
+
+    __tablename__ = "galleries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    profile: Mapped[str] = mapped_column(String(32))
+    root: Mapped[str | None] = mapped_column(Text)  # folder last indexed, absolute
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    images: Mapped[list[Image]] = relationship(
+        back_populates="gallery", cascade="all, delete-orphan", passive_deletes=True
+    )
+    runs: Mapped[list[IndexRun]] = relationship(
+        back_populates="gallery", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Image(Base):
+    """One image file of a gallery, keyed by its path relative to the gallery's folder."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("gallery_id", "path", name="uq_image_gallery_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[ImageStatus] = mapped_column(Enum(ImageStatus, native_enum=False, length=16))
+    error: Mapped[str | None] = mapped_column(Text)
+    person_id: Mapped[int | None] = mapped_column(Integer)
+    camera_id: Mapped[int | None] = mapped_column(Integer)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    gallery: Mapped[Gallery] = relationship(back_populates="images")
+
+
+class IndexRun(Base):
+    """One indexing run over a folder, with what it did; an interrupted run says so."""
+
+    __tablename__ = "index_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    root: Mapped[str] = mapped_column(Text)
+    status: Mapped[RunStatus] = mapped_column(Enum(RunStatus, native_enum=False, length=16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    indexed: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    pruned: Mapped[int] = mapped_column(Integer, default=0)
+
+    gallery: Mapped[Gallery] = relationship(back_populates="runs")
