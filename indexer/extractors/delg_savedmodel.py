@@ -1,0 +1,304 @@
+"""Google's exported DELG SavedModel (Cao et al., ECCV 2020) as a global + local feature extractor.
+
+Runs the model that the DELF repository publishes (``delf/python/delg``) the way its own extractor
+does (``delf/python/extractor.py``, ``utils.ResizeImage``, ``feature_extractor.py``):
+
+- the image is resized so its larger side is at most ``max_image_size`` (PIL bilinear);
+- the model builds the image pyramid itself from ``input_scales``, keeps local features whose
+  attention is at least ``input_abs_thres`` and at most ``input_max_feature_num`` of them;
+- global: each selected scale's descriptor is L2-normalised, the scales are summed and the sum is
+  L2-normalised again;
+- local: keypoints are the centres of the receptive boxes (DELF boxes are ymin, xmin, ymax, xmax),
+  mapped back to the input image's pixels and returned as x, y; descriptors are L2-normalised.
+
+Both export formats are read: a TF2 export with a ``serving_default`` signature taking the named
+inputs, and the TF1 graphs of Google's published tarballs, which DELF itself reads by pruning the
+graph to the tensors ``input_image:0`` ... ``global_descriptors:0``.
+
+TensorFlow is imported here only, and only when a model is loaded: the package imports without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from indexer.extractors.base import Extractor
+from indexer.features import LocalFeatures
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAMES = (
+    "input_image",
+    "input_scales",
+    "input_max_feature_num",
+    "input_abs_thres",
+    "input_global_scales_ind",
+)
+OUTPUT_NAMES = ("boxes", "features", "scales", "scores", "global_descriptors")
+# The order in which DELF's extractor feeds a pruned TF1 graph.
+_TF1_FEEDS = (
+    "input_image",
+    "input_scales",
+    "input_abs_thres",
+    "input_max_feature_num",
+    "input_global_scales_ind",
+)
+_MIN_SIDE = 10  # DELF extracts nothing below 10 pixels, after resizing
+_L2_EPS = 1e-12  # tf.nn.l2_normalize's epsilon on the squared norm
+
+_PYRAMID = (0.25, 0.35355338, 0.5, 0.70710677, 1.0, 1.4142135, 2.0)
+
+
+def _preset(score_threshold: float) -> dict[str, Any]:
+    return {
+        "image_scales": _PYRAMID,
+        "global_scales_ind": (3, 4, 5),  # 0.707, 1.0, 1.414 for the global descriptor
+        "max_feature_num": 1000,
+        "score_threshold": score_threshold,
+        "max_image_size": 1024,
+        "min_image_size": -1,
+        "use_square_images": False,
+        "signature": "serving_default",
+    }
+
+
+# delf/python/delg/*_config.pbtxt: the settings differ only in the attention threshold, which
+# depends on the trained weights; use the preset of the model you load.
+CONFS: dict[str, dict[str, Any]] = {
+    "r50delg_gldv2clean": _preset(454.6),
+    "r101delg_gldv2clean": _preset(357.48),
+    "r50delg_gld": _preset(175.0),
+    "r101delg_gld": _preset(166.1),
+}
+
+
+# --------------------------------------------------------------------------- pure post-processing
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Unit L2 norm along ``axis``, as ``tf.nn.l2_normalize`` (zero vectors stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    sq = np.sum(x * x, axis=axis, keepdims=True)
+    return x / np.sqrt(np.maximum(sq, _L2_EPS))
+
+
+def pool_global_descriptors(per_scale: np.ndarray) -> np.ndarray:
+    """DELG's multi-scale global descriptor: normalise each scale, sum, normalise again."""
+    per_scale = np.asarray(per_scale, dtype=np.float32)
+    if per_scale.ndim != 2 or per_scale.shape[0] == 0:
+        raise ValueError(f"global descriptors must be (scales, dim), got {per_scale.shape}")
+    return l2_normalize(l2_normalize(per_scale, axis=1).sum(axis=0), axis=0)
+
+
+def select_local_features(
+    boxes: np.ndarray,
+    descriptors: np.ndarray,
+    scores: np.ndarray,
+    scale_factors: np.ndarray,
+    score_threshold: float,
+    max_feature_num: int,
+) -> LocalFeatures:
+    """DELG local features from raw model outputs, in the pixels of the image before resizing.
+
+    ``boxes`` are (ymin, xmin, ymax, xmax) in the resized image, ``scale_factors`` the (height, width)
+    resize factors. The threshold and the cap are the ones the model already applies; applying them
+    again is a no-op for Google's exports and keeps the contract for models that do not.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    descriptors = np.asarray(descriptors, dtype=np.float32)
+    if not len(boxes) == len(scores) == len(descriptors):
+        raise ValueError(
+            f"model returned {len(boxes)} boxes, {len(scores)} scores, {len(descriptors)} features"
+        )
+    keep = np.flatnonzero(scores >= score_threshold)
+    keep = keep[np.argsort(-scores[keep], kind="stable")][: max(max_feature_num, 0)]
+    centres_yx = (boxes[keep, :2] + boxes[keep, 2:]) / 2.0
+    keypoints = (centres_yx / np.asarray(scale_factors, dtype=np.float32))[:, ::-1]
+    return LocalFeatures(
+        np.ascontiguousarray(keypoints, dtype=np.float32),
+        l2_normalize(descriptors[keep].reshape(len(keep), -1), axis=1),
+        scores[keep],
+    )
+
+
+def resize_image(
+    image: np.ndarray, max_image_size: float, min_image_size: float, square: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """DELF's ``ResizeImage``: bound the larger side; returns the image and (h, w) scale factors."""
+    from PIL import Image  # pillow is a core dependency; imported here to keep import light
+
+    height, width = image.shape[:2]
+    largest = max(height, width)
+    if 0 <= max_image_size < largest:
+        factor = max_image_size / largest
+    elif min_image_size >= 0 and largest < min_image_size:
+        factor = min_image_size / largest
+    elif square and height != width:
+        factor = 1.0
+    else:
+        return image, np.ones(2)
+    if square:
+        new_w = new_h = int(round(largest * factor))
+    else:
+        new_w, new_h = int(round(width * factor)), int(round(height * factor))
+    resized = Image.fromarray(image).resize((new_w, new_h), resample=Image.Resampling.BILINEAR)
+    return np.asarray(resized), np.array([new_h / height, new_w / width])
+
+
+# --------------------------------------------------------------------------- TensorFlow side
+
+
+def _import_tensorflow() -> ModuleType:
+    """TensorFlow, with GPU memory growth so it does not take the whole GPU from torch and FAISS."""
+    try:
+        import tensorflow as tf
+    except ImportError as err:
+        raise ImportError(
+            "DELG SavedModel needs TensorFlow: pip install tensorflow-cpu (or tensorflow for GPU)"
+        ) from err
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # devices already initialised; growth can only be set before
+            logger.debug("could not set memory growth on %s", gpu.name)
+    return tf
+
+
+Runner = Callable[[dict[str, Any]], dict[str, np.ndarray]]
+
+
+def _signature_runner(model: Any, key: str) -> Runner | None:
+    """The TF2 path: a signature taking all the named inputs and giving all the outputs."""
+    signature = getattr(model, "signatures", {}).get(key)
+    if signature is None:
+        return None
+    inputs = set(signature.structured_input_signature[1])
+    outputs = set(signature.structured_outputs)
+    if not (set(INPUT_NAMES) <= inputs and set(OUTPUT_NAMES) <= outputs):
+        return None
+
+    def run(feed: dict[str, Any]) -> dict[str, np.ndarray]:
+        out = signature(**feed)
+        return {name: out[name].numpy() for name in OUTPUT_NAMES}
+
+    return run
+
+
+def _pruned_runner(model: Any) -> Runner | None:
+    """The TF1 path (Google's published tarballs): prune the graph to the named tensors."""
+    if not hasattr(model, "prune"):
+        return None
+    try:
+        fn = model.prune(feeds=[f"{n}:0" for n in _TF1_FEEDS], fetches=[f"{n}:0" for n in OUTPUT_NAMES])
+    except (KeyError, ValueError) as err:
+        logger.debug("pruning the TF1 graph failed: %s", err)
+        return None
+
+    def run(feed: dict[str, Any]) -> dict[str, np.ndarray]:
+        out = fn(*(feed[n] for n in _TF1_FEEDS))
+        return {name: t.numpy() for name, t in zip(OUTPUT_NAMES, out, strict=True)}
+
+    return run
+
+
+def _describe_signatures(model: Any) -> str:
+    found = []
+    for key, sig in getattr(model, "signatures", {}).items():
+        found.append(f"{key}({', '.join(sorted(sig.structured_input_signature[1]))})")
+    return "; ".join(found) or "none"
+
+
+def load_runner(path: Path, signature: str) -> tuple[Any, Runner]:
+    """Load a DELG SavedModel: the loaded object, and a function from named inputs to outputs.
+
+    Keep the object alive as long as the function: signatures only weakly reference its variables.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"DELG SavedModel not found: {path}")
+    if not any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
+        raise ValueError(f"{path} is not a SavedModel directory (no saved_model.pb)")
+    tf = _import_tensorflow()
+    model = tf.saved_model.load(str(path))
+    runner = _signature_runner(model, signature) or _pruned_runner(model)
+    if runner is None:
+        raise ValueError(
+            f"{path}: no DELG signature. Expected a signature {signature!r} with inputs "
+            f"{list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}, or a TF1 graph with tensors "
+            f"of those names; found signatures: {_describe_signatures(model)}"
+        )
+    return model, runner
+
+
+def _feed(tf: ModuleType, image: np.ndarray, conf: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "input_image": tf.constant(image, dtype=tf.uint8),
+        "input_scales": tf.constant(conf["image_scales"], dtype=tf.float32),
+        "input_max_feature_num": tf.constant(conf["max_feature_num"], dtype=tf.int32),
+        "input_abs_thres": tf.constant(conf["score_threshold"], dtype=tf.float32),
+        "input_global_scales_ind": tf.constant(conf["global_scales_ind"], dtype=tf.int32),
+    }
+
+
+class DelgSavedModel(Extractor):
+    """Global descriptor and local features from Google's exported DELG SavedModel."""
+
+    default_conf = CONFS["r50delg_gldv2clean"]
+
+    def __init__(self, path: str | Path, conf: dict[str, Any] | None = None) -> None:
+        super().__init__(conf)
+        self._check_conf()
+        self.path = Path(path)
+        self._model, self._run = load_runner(self.path, self.conf["signature"])
+        self._tf = _import_tensorflow()
+
+    def _check_conf(self) -> None:
+        n_scales = len(self.conf["image_scales"])
+        bad = [i for i in self.conf["global_scales_ind"] if not 0 <= i < n_scales]
+        if n_scales == 0 or bad or not self.conf["global_scales_ind"]:
+            raise ValueError(
+                f"global_scales_ind {list(self.conf['global_scales_ind'])} must be a non-empty "
+                f"selection of the {n_scales} image_scales"
+            )
+
+    def raw_outputs(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's own outputs for an image exactly as given (no resizing)."""
+        return self._run(_feed(self._tf, image, self.conf))
+
+    def extract(self, image: np.ndarray, resize_factor: float = 1.0) -> tuple[np.ndarray, LocalFeatures]:
+        """Global descriptor (Dg,) and local features of an RGB uint8 image (H, W, 3).
+
+        ``resize_factor`` scales the size bounds, as DELG does for a cropped query
+        (crop's larger side / full image's larger side).
+        """
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        if resize_factor < 0:
+            raise ValueError(f"resize_factor must be non-negative, got {resize_factor}")
+        resized, scale_factors = resize_image(
+            image,
+            resize_factor * self.conf["max_image_size"],
+            resize_factor * self.conf["min_image_size"],
+            self.conf["use_square_images"],
+        )
+        if min(resized.shape[:2]) < _MIN_SIDE:
+            raise ValueError(
+                f"image of {image.shape[1]}x{image.shape[0]} is {resized.shape[1]}x"
+                f"{resized.shape[0]} after resizing, below DELG's {_MIN_SIDE}-pixel minimum"
+            )
+        out = self.raw_outputs(resized)
+        local = select_local_features(
+            out["boxes"],
+            out["features"],
+            out["scores"],
+            scale_factors,
+            self.conf["score_threshold"],
+            self.conf["max_feature_num"],
+        )
+        return pool_global_descriptors(out["global_descriptors"]), local
