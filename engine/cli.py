@@ -71,9 +71,26 @@ def query(
     if as_json:
         _emit_json(result.to_json())
         return
+    _print_results(result)
+
+
+@app.command()
+def demo(db: DbOption = None) -> None:
+    """Build a demo gallery from bundled sample photos and query it with a new view of one."""
+    from engine.demo import run_demo
+
+    summary, result = run_demo(_engine(db))
+    typer.echo(f"gallery {summary.gallery}: {summary.indexed} indexed, {summary.unchanged} unchanged")
+    typer.echo(f"query: {result.query}")
+    _print_results(result)
+    typer.echo("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.times.items()))
+
+
+def _print_results(result: Any) -> None:
+    typer.echo(" rank   score  inliers  path")
     for r in result.results:
-        inliers = "" if r.inliers is None else f"  inliers {r.inliers:4d}"
-        typer.echo(f"{r.rank:3d}  {r.score:7.4f}{inliers}  {r.path}")
+        inliers = "      -" if r.inliers is None else f"{r.inliers:7d}"
+        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}")
 
 
 @app.command("galleries")
@@ -117,20 +134,19 @@ def main() -> None:
         logging.getLogger(package).setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(standalone_mode=False)
+        # Not standalone, so our errors reach us; Typer turns Ctrl-C into a returned 130.
+        code = app(standalone_mode=False)
     except TansakuError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    if code == 130:
         typer.echo("interrupted: work done so far is saved; run the command again to finish.",
                    err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer.extractors import build_global, build_local
-from indexer.extractors.base import GlobalExtractor, LocalExtractor
+from indexer.extractors import build_global, build_joint, build_local
+from indexer.extractors.base import GlobalExtractor, JointExtractor, LocalExtractor
 from indexer.features import LocalFeatures
 
 
@@ -25,20 +25,31 @@ class Describer:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        g = config["global"]
-        self.global_extractor: GlobalExtractor = build_global(g["name"], g.get("conf"))
+        joint = config.get("joint")
+        self.joint_extractor: JointExtractor | None = (
+            build_joint(joint["name"], joint.get("conf")) if joint else None
+        )
+        g = config.get("global")
+        self.global_extractor: GlobalExtractor | None = (
+            build_global(g["name"], g.get("conf")) if g and not joint else None
+        )
         local = config.get("local")
         self.local_extractor: LocalExtractor | None = (
-            build_local(local["name"], local.get("conf")) if local else None
+            build_local(local["name"], local.get("conf")) if local and not joint else None
         )
 
     @property
     def dim(self) -> int:
         """Length of the global vector."""
-        return self.global_extractor.dim
+        extractor = self.joint_extractor or self.global_extractor
+        assert extractor is not None
+        return extractor.dim
 
     def describe_batch(self, images: list[np.ndarray]) -> list[Description]:
         """Describe images (RGB uint8), global vectors computed as one batch."""
+        if self.joint_extractor is not None:
+            return [Description(*self.joint_extractor.extract(im)) for im in images]
+        assert self.global_extractor is not None
         vectors = self.global_extractor.describe_batch(images)
         locals_ = [self.local_extractor(im) if self.local_extractor else None for im in images]
         return [Description(v, loc) for v, loc in zip(vectors, locals_, strict=True)]

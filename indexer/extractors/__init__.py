@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from indexer.extractors.base import GlobalExtractor, LocalExtractor
+from indexer.extractors.base import GlobalExtractor, JointExtractor, LocalExtractor
 
 GLOBAL_EXTRACTORS: dict[str, str] = {
     "gem-efficientnet-lite0": "indexer.extractors.gem:GemEfficientNet",
 }
 LOCAL_EXTRACTORS: dict[str, str] = {
     "rootsift": "indexer.extractors.sift:RootSift",
+}
+JOINT_EXTRACTORS: dict[str, str] = {
+    "delg-savedmodel": "indexer.extractors.delg_savedmodel:DelgSavedModel",
 }
 
 
@@ -30,3 +33,8 @@ def build_global(name: str, conf: dict[str, Any] | None = None) -> GlobalExtract
 def build_local(name: str, conf: dict[str, Any] | None = None) -> LocalExtractor:
     """A local extractor by registry name."""
     return _load(LOCAL_EXTRACTORS, "local", name)(conf)
+
+
+def build_joint(name: str, conf: dict[str, Any] | None = None) -> JointExtractor:
+    """A joint (global + local) extractor by registry name."""
+    return _load(JOINT_EXTRACTORS, "joint", name)(conf)

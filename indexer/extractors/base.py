@@ -56,3 +56,14 @@ class LocalExtractor(Extractor, ABC):
     @abstractmethod
     def __call__(self, image: np.ndarray) -> LocalFeatures:
         """Local features of one RGB uint8 image (H, W, 3), keypoints in its pixels."""
+
+
+class JointExtractor(Extractor, ABC):
+    """One network pass -> a global vector and local features (DELG and its kin)."""
+
+    dim: int  # global vector length
+    local_dim: int  # local descriptor length
+
+    @abstractmethod
+    def extract(self, image: np.ndarray) -> tuple[np.ndarray, LocalFeatures]:
+        """(L2-normalised global vector (dim,), local features) of one RGB uint8 image."""

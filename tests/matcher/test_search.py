@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.core import Engine
+from engine.settings import Settings
+from matcher.rerank import order_by_inliers
+from tests.conftest import sample_image, warp, write_rgb
+
+
+def test_order_by_inliers_puts_verified_first_and_keeps_the_rest_in_global_order() -> None:
+    inliers = np.array([3, 40, 0, 15, 40, 11])
+    # 40, 40 (ties keep global order), 15; then the unverified (< 12) in their global order
+    assert order_by_inliers(inliers, min_inliers=12).tolist() == [1, 4, 3, 0, 2, 5]
+    assert order_by_inliers(np.zeros(3, int), min_inliers=12).tolist() == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def engine(sample_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    home = tmp_path_factory.mktemp("home")
+    eng = Engine(Settings(home=home, db_url=f"sqlite:///{home / 'db.sqlite'}"))
+    eng.index_folder(sample_folder, "samples")
+    return eng
+
+
+def test_a_warped_crop_finds_its_source_first_after_reranking(engine: Engine, tmp_path: Path) -> None:
+    for k, name in enumerate(("rocket", "astronaut", "stereo_motorcycle")):
+        query = write_rgb(tmp_path / f"q{k}.jpg", warp(sample_image(name), seed=k))
+        result = engine.query(query, "samples", top_k=8, shortlist=8)
+        best = result.results[0]
+        assert Path(best.path).stem == name
+        assert best.inliers is not None and best.inliers >= 15
+        others = [r.inliers or 0 for r in result.results[1:]]
+        assert max(others) < best.inliers / 2
+
+
+def test_no_rerank_reports_no_inliers(engine: Engine, sample_folder: Path) -> None:
+    result = engine.query(sample_folder / "sub" / "coffee.jpg", "samples", rerank=False)
+    assert all(r.inliers is None for r in result.results)
+    assert result.results[0].score == pytest.approx(1.0, abs=1e-4)
+    assert "matching" not in result.times
