@@ -40,10 +40,16 @@ def index(
     gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery name.")],
     profile: Annotated[str, typer.Option(help="landmark or person.")] = "landmark",
     prune: Annotated[bool, typer.Option("--prune", help="Drop images whose file is gone.")] = False,
+    method: Annotated[str | None, typer.Option(
+        help="Person descriptor for a new person gallery: lomo, gog, pcb or a fusion like gog+lomo.")
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Index FOLDER into a gallery: new and changed files are described, unchanged ones skipped."""
-    summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune)
+    from engine.core import profile_config
+
+    summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune,
+                                       config=profile_config(profile, method))
     for rel, reason in summary.failures:
         typer.echo(f"failed: {rel}: {reason}", err=True)
     typer.echo(
@@ -121,6 +127,41 @@ def eval_retrieval(
         return
     for key, value in scores.items():
         typer.echo(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+
+
+@eval_app.command("reid")
+def eval_reid(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="viper or market.")] = "viper",
+    method: Annotated[str, typer.Option(help="lomo, gog, pcb, or a fusion like gog+lomo.")] = "lomo",
+    metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
+    trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-identification CMC / mAP / mINP on VIPeR or a Market-1501 layout."""
+    from engine.evaluation.reid import evaluate_reid
+
+    scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed)
+    if as_json:
+        _emit_json(scores)
+        return
+    for key, value in scores.items():
+        typer.echo(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+
+
+@app.command("train-projection")
+def train_projection(
+    dataset: Annotated[Path, typer.Argument(help="Labelled identities (Market-1501 or VIPeR layout).")],
+    gallery: Annotated[str, typer.Option("--gallery", "-g", help="Person gallery to project.")],
+    fmt: Annotated[str, typer.Option("--format", help="market or viper.")] = "market",
+    metric: Annotated[str, typer.Option(help="xqda or kxqda.")] = "xqda",
+    db: DbOption = None,
+) -> None:
+    """Learn XQDA (or kernel XQDA) for a person gallery and re-project its index."""
+    from engine.training import train_projection as train
+
+    _emit_json(train(_engine(db), dataset, fmt, gallery, metric))
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -19,6 +19,7 @@ from indexer.describe import Describer, Description, local_from_arrays
 from indexer.images import ImageReadError, read_image
 from indexer.pipeline import EmptyFolderError, IndexSummary, index_folder
 from indexer.profiles import PROFILES, resolve_profile
+from indexer.projections.gallery import Projector, load_projector
 from matcher.rerank import RerankConf
 from matcher.search import Hit, Searcher
 from storage.db import open_database
@@ -71,6 +72,7 @@ class OpenGallery:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
         self.index = VectorIndex.load(files.index_path)
         self.store = files.features()
+        self.projector: Projector | None = load_projector(gallery.config, files.root)
 
     @cached_property
     def describer(self) -> Describer:
@@ -193,7 +195,24 @@ class Engine:
 
     def _projected(self, opened: OpenGallery, vector: np.ndarray) -> np.ndarray | None:
         """The query vector in the gallery's learned projection, if it has one."""
+        return opened.projector(vector[None])[0] if opened.projector else None
+
+
+def profile_config(profile: str, method: str | None = None) -> dict[str, Any] | None:
+    """A new gallery's configuration: the profile's preset, with the person descriptor overridden."""
+    if method is None:
         return None
+    if profile != "person":
+        raise TansakuError("--method applies to person galleries (--profile person)")
+    from indexer.extractors.person import parse_method
+
+    try:
+        parse_method(method)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
+    config = resolve_profile(profile)
+    config["global"]["conf"]["method"] = method
+    return config
 
 
 def rerank_conf(verifier: str | None = None) -> RerankConf:

@@ -34,8 +34,8 @@ def _sample(name: str, max_side: int = 480) -> np.ndarray:
 def new_view(image: np.ndarray) -> np.ndarray:
     """Another 'photo' of the same scene: tilted by a homography and cropped."""
     h, w = image.shape[:2]
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[0.06 * w, 0.04 * h], [0.97 * w, 0], [w, 0.93 * h], [0.02 * w, h]])
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    dst = np.array([[0.06 * w, 0.04 * h], [0.97 * w, 0], [w, 0.93 * h], [0.02 * w, h]], dtype=np.float32)
     warped = cv2.warpPerspective(image, cv2.getPerspectiveTransform(src, dst), (w, h))
     return warped[int(0.1 * h): int(0.9 * h), int(0.08 * w): int(0.92 * w)]
 

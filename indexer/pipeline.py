@@ -25,6 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from indexer.describe import Describer, to_arrays
 from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
+from indexer.projections.gallery import Projector, load_projector
 from storage.feature_store import FeatureStore
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, utcnow
@@ -174,6 +175,7 @@ class _Checkpointer:
 def _process_batch(
     batch: list[_Task], describer: Describer, session: Session, index: VectorIndex,
     store: FeatureStore, summary: IndexSummary, pool: ThreadPoolExecutor,
+    projector: Projector | None,
 ) -> None:
     images = list(pool.map(_read, batch))
     good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
@@ -190,7 +192,8 @@ def _process_batch(
     for (task, _), desc in zip(good, descriptions, strict=True):
         store.put(task.image_id, to_arrays(desc))
     ids = np.array([t.image_id for t, _ in good], dtype=np.int64)
-    index.add(ids, np.stack([d.global_vector for d in descriptions]))
+    vectors = np.stack([d.global_vector for d in descriptions])
+    index.add(ids, projector(vectors) if projector else vectors)
     for task, image in good:
         row = session.get(Image, task.image_id)
         assert row is not None
@@ -229,13 +232,26 @@ def index_folder(
         reconcile(session, gallery, index, store)
         tasks, gone = _plan(session, gallery, folder, paths, summary)
         describer = describer_factory(gallery.config) if tasks else None
+        projector = load_projector(gallery.config, files.root)
+        if index is not None and describer is not None:
+            expected = describer.dim
+            if projector is not None:
+                expected = projector(np.zeros((1, expected), np.float32)).shape[1]
+            if index.dim != expected:
+                log.warning("index of %s has %d dims, expected %d: rebuilding it",
+                            gallery.name, index.dim, expected)
+                index = rebuild_index(files, gallery.config, index.ids().tolist())
         if index is None:
-            index = VectorIndex(describer.dim if describer else 1, gallery.config["metric"])
+            dim = describer.dim if describer else 1
+            if projector is not None:
+                dim = projector(np.zeros((1, dim), np.float32)).shape[1]
+            index = VectorIndex(dim, gallery.config["metric"])
         checkpoint = _Checkpointer(session, index, files, checkpoint_seconds)
         try:
             if prune:
                 _prune(session, gone, index, store, summary)
-            _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size)
+            _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size,
+                       projector)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -250,6 +266,7 @@ def index_folder(
 def _run_tasks(
     tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
     store: FeatureStore, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
+    projector: Projector | None,
 ) -> None:
     if not tasks or describer is None:
         return
@@ -258,7 +275,7 @@ def _run_tasks(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
         for batch in _batches(tasks, batch_size):
-            _process_batch(batch, describer, session, index, store, summary, pool)
+            _process_batch(batch, describer, session, index, store, summary, pool, projector)
             checkpoint.dirty = True
             checkpoint()
             bar.update(len(batch))
@@ -281,3 +298,18 @@ def _finish(run: IndexRun, summary: IndexSummary, checkpoint: _Checkpointer) -> 
     run.finished_at = utcnow()
     checkpoint.dirty = True
     checkpoint(force=True)
+
+
+def rebuild_index(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:
+    """Rebuild the gallery's FAISS index from the raw vectors in its feature store (no extraction).
+
+    Used when the projection changes; the new index replaces the old one atomically.
+    """
+    store = files.features()
+    projector = load_projector(config, files.root)
+    raw = np.stack([store.get(i)["global"] for i in ids]).astype(np.float32)
+    vectors = projector(raw) if projector else raw
+    index = VectorIndex(vectors.shape[1], config["metric"])
+    index.add(np.asarray(ids, dtype=np.int64), vectors)
+    index.save(files.index_path)
+    return index

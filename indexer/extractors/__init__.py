@@ -9,6 +9,7 @@ from indexer.extractors.base import GlobalExtractor, JointExtractor, LocalExtrac
 
 GLOBAL_EXTRACTORS: dict[str, str] = {
     "gem-efficientnet-lite0": "indexer.extractors.gem:GemEfficientNet",
+    "person": "indexer.extractors.person_global:PersonDescriptor",
 }
 LOCAL_EXTRACTORS: dict[str, str] = {
     "rootsift": "indexer.extractors.sift:RootSift",

@@ -1,0 +1,72 @@
+"""Re-identification evaluation: describe a benchmark's crops, then run its protocol."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.errors import TansakuError
+from engine.evaluation.reid_protocols import (
+    METRICS,
+    PersonSet,
+    evaluate_market,
+    evaluate_viper,
+    load_market,
+    load_viper,
+)
+from indexer.extractors.person import describe_persons, parse_method
+from indexer.images import ImageReadError, read_image
+
+log = logging.getLogger(__name__)
+FORMATS = ("viper", "market")
+
+
+def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 64) -> np.ndarray:
+    """Descriptors of every crop of `persons`, (N, D), with a progress bar."""
+    chunks = []
+    paths = list(persons.paths)
+    with tqdm(total=len(paths), desc=f"describing {what}", unit="img") as bar:
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            try:
+                images = [read_image(p) for p in batch]
+            except ImageReadError as exc:
+                raise TansakuError(f"cannot read {exc.path}: {exc.reason}") from exc
+            chunks.append(describe_persons(method, images))
+            bar.update(len(batch))
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def evaluate_reid(
+    dataset: Path, fmt: str, method: str = "lomo", metric: str = "xqda", trials: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The `tansaku eval reid --json` object for `dataset` in layout `fmt`."""
+    dataset = Path(dataset).expanduser()
+    if not dataset.is_dir():
+        raise TansakuError(f"dataset folder not found: {dataset}")
+    if fmt not in FORMATS:
+        raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if metric not in METRICS:
+        raise TansakuError(f"unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
+    try:
+        parse_method(method)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
+    label = f"{method}+{metric}"
+    try:
+        if fmt == "viper":
+            persons = load_viper(dataset)
+            features = describe_set(method, persons, "VIPeR")
+            return evaluate_viper(features, persons, metric, trials, seed, method=label)  # type: ignore[arg-type]
+        split = load_market(dataset)
+        train = describe_set(method, split.train, "bounding_box_train")
+        query = describe_set(method, split.query, "query")
+        gallery = describe_set(method, split.gallery, "bounding_box_test")
+        return evaluate_market(train, query, gallery, split, metric, method=label)  # type: ignore[arg-type]
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # layout and name errors
+        raise TansakuError(str(exc)) from exc

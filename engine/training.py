@@ -1,0 +1,69 @@
+"""Learning a gallery's projection from labelled identities (`tansaku train-projection`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from engine.errors import TansakuError
+from engine.evaluation.reid import describe_set
+from engine.evaluation.reid_protocols import PersonSet, load_market, load_viper
+from indexer.pipeline import rebuild_index
+from indexer.projections.gallery import PROJECTIONS, make_projection
+from storage.gallery_files import GalleryFiles
+from storage.models import Gallery, Image, ImageStatus
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+
+log = logging.getLogger(__name__)
+
+
+def _training_persons(dataset: Path, fmt: str) -> PersonSet:
+    try:
+        if fmt == "market":
+            return load_market(dataset).train
+        if fmt == "viper":
+            return load_viper(dataset)
+    except (FileNotFoundError, ValueError) as exc:
+        raise TansakuError(str(exc)) from exc
+    raise TansakuError(f"unknown --format {fmt!r}; valid: market, viper")
+
+
+def train_projection(
+    engine: Engine, dataset: Path, fmt: str, gallery: str, kind: str = "xqda"
+) -> dict[str, Any]:
+    """Learn `kind` on the dataset's training identities, store it with the gallery, re-project."""
+    row = engine.get_gallery(gallery)
+    if row.profile != "person":
+        raise TansakuError(f"gallery {gallery!r} has profile {row.profile!r}; projections are "
+                           "learned for person galleries")
+    if kind not in PROJECTIONS:
+        raise TansakuError(f"unknown projection {kind!r}; valid: {', '.join(sorted(PROJECTIONS))}")
+    method = row.config["global"]["conf"]["method"]
+    persons = _training_persons(Path(dataset).expanduser(), fmt)
+    features = describe_set(method, persons, "training identities")
+    start = time.monotonic()
+    model = make_projection(kind).fit(features, persons.pids, persons.camids)
+    fit_seconds = time.monotonic() - start
+    files = GalleryFiles(engine.settings.home, row.id)
+    name = f"projection-{int(time.time())}.npz"  # a new file: the old one stays valid until switched
+    model.save(files.path(name))
+    config = {**row.config, "projection": {"kind": kind, "file": name, "dataset": str(dataset),
+                                           "identities": int(len(set(persons.pids.tolist())))}}
+    with files.write_lock(), engine.sessions() as session:
+        ids = list(session.scalars(select(Image.id).where(
+            Image.gallery_id == row.id, Image.status == ImageStatus.INDEXED)))
+        if ids:
+            rebuild_index(files, config, ids)
+        stored = session.get(Gallery, row.id)
+        assert stored is not None
+        stored.config = config
+        session.commit()
+    return {"gallery": gallery, "projection": kind, "method": method,
+            "training_images": len(persons), **config["projection"],
+            "reprojected": len(ids), "fit_seconds": round(fit_seconds, 2)}

@@ -1,0 +1,37 @@
+"""A gallery's learned projection (XQDA, kernel XQDA): raw descriptors -> the vectors FAISS holds.
+
+Raw descriptors stay in the feature store, so a projection can be re-learned and the index rebuilt
+without extracting anything again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.projections.kxqda import KXQDA
+from indexer.projections.xqda import XQDA
+
+PROJECTIONS: dict[str, type[XQDA] | type[KXQDA]] = {"xqda": XQDA, "kxqda": KXQDA}
+PROJECTION_FILE = "projection.npz"
+
+Projector = Callable[[np.ndarray], np.ndarray]
+
+
+def make_projection(kind: str) -> XQDA | KXQDA:
+    """An unfitted projection by name."""
+    if kind not in PROJECTIONS:
+        raise ValueError(f"unknown projection {kind!r}; valid: {', '.join(sorted(PROJECTIONS))}")
+    return PROJECTIONS[kind]()
+
+
+def load_projector(config: dict[str, Any], gallery_root: Path) -> Projector | None:
+    """The gallery's projection as a function on (N, D) raw descriptors, or None if it has none."""
+    spec = config.get("projection")
+    if not spec:
+        return None
+    model = PROJECTIONS[spec["kind"]].load(gallery_root / spec["file"])
+    return lambda X: model.embed(np.atleast_2d(X)).astype(np.float32)

@@ -1,0 +1,72 @@
+"""Per-stage query timings on a dataset folder, as one JSON object.
+
+    python scripts/bench_query.py ../shared/data/holidays_even [--queries 30] [--matcher brute|kdtree]
+
+The folder is indexed into the same gallery `tansaku eval retrieval` uses (reused when unchanged).
+Each query image is read and described afresh (extraction), searched in FAISS, and its top
+`--shortlist` re-ranked; medians over queries are reported per stage, with `rerank` = loading +
+matching + verification (what the foundation issue's 0.3 s budget covers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from engine.core import Engine
+from engine.evaluation.retrieval import eval_gallery_name
+from engine.settings import Settings
+from indexer.images import read_image
+from matcher.rerank import RerankConf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--shortlist", type=int, default=100)
+    parser.add_argument("--matcher", choices=["brute", "kdtree"], default=None)
+    parser.add_argument("--verifier", choices=["degensac", "magsac"], default=None)
+    parser.add_argument("--db", default=None)
+    args = parser.parse_args()
+
+    engine = Engine(Settings.from_env(db=args.db))
+    name = eval_gallery_name("holidays", args.dataset)
+    engine.index_folder(args.dataset, name)
+    opened = engine.open_gallery(name)
+    conf = RerankConf()
+    if args.matcher:
+        conf = replace(conf, matcher=args.matcher)
+    if args.verifier:
+        conf = replace(conf, verifier=args.verifier)
+    searcher = opened.searcher(conf)
+    paths = sorted(p for p in opened.paths.values() if Path(p).stem.endswith("00"))[: args.queries]
+    stages: dict[str, list[float]] = {}
+    for rel in paths:
+        start = time.perf_counter()
+        description = opened.describer.describe(read_image(Path(opened.gallery.root or "") / rel))
+        times = {"extraction": time.perf_counter() - start}
+        result = searcher.search(description, top_k=10, shortlist=args.shortlist)
+        times.update(result.times)
+        times["rerank"] = sum(result.times.get(k, 0.0) for k in ("loading", "matching", "verification"))
+        for stage, seconds in times.items():
+            stages.setdefault(stage, []).append(seconds)
+    report = {
+        "dataset": str(args.dataset),
+        "queries": len(paths),
+        "shortlist": args.shortlist,
+        "conf": conf.__dict__,
+        "median_seconds": {k: round(statistics.median(v), 4) for k, v in stages.items()},
+        "max_seconds": {k: round(max(v), 4) for k, v in stages.items()},
+    }
+    json.dump(report, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
