@@ -1,0 +1,87 @@
+"""Person galleries end to end: index crops, learn XQDA from labelled identities, query."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.core import Engine, profile_config
+from engine.errors import TansakuError
+from engine.settings import Settings
+from engine.training import train_projection
+from storage.gallery_files import GalleryFiles
+from storage.vector_index import VectorIndex
+from tests.conftest import write_rgb
+
+IDENTITIES = 8
+
+
+def person_crop(pid: int, cam: int, rng: np.random.Generator) -> np.ndarray:
+    """A 128x48 'person': shirt and trousers colours fixed by identity, lighting by camera."""
+    palette = np.random.default_rng(1000 + pid).integers(30, 225, size=(3, 3))
+    image = np.empty((128, 48, 3), np.float32)
+    image[:20], image[20:70], image[70:] = palette[0], palette[1], palette[2]
+    image *= 0.8 + 0.2 * cam  # cameras differ in brightness
+    image += rng.normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("market")
+    rng = np.random.default_rng(0)
+    for pid in range(1, IDENTITIES + 1):
+        for cam in (1, 2):
+            for k in range(2):
+                write_rgb(root / "bounding_box_train" / f"{pid + 100:04d}_c{cam}s1_{k:06d}_00.jpg",
+                          person_crop(pid + 100, cam, rng))
+            write_rgb(root / "bounding_box_test" / f"{pid:04d}_c{cam}s1_{cam:06d}_00.jpg",
+                      person_crop(pid, cam, rng))
+        write_rgb(root / "query" / f"{pid:04d}_c1s1_{9:06d}_00.jpg", person_crop(pid, 1, rng))
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(market: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    home = tmp_path_factory.mktemp("home")
+    eng = Engine(Settings(home=home, db_url=f"sqlite:///{home / 'db.sqlite'}"))
+    summary = eng.index_folder(market / "bounding_box_test", "people", profile="person",
+                               config=profile_config("person", "lomo"))
+    assert summary.indexed == 2 * IDENTITIES
+    return eng
+
+
+def _rank1_hits(engine: Engine, market: Path) -> int:
+    hits = 0
+    for query in sorted((market / "query").iterdir()):
+        best = engine.query(query, "people", top_k=1).results[0]
+        hits += best.path[:4] == query.name[:4]
+    return hits
+
+
+def test_person_ids_and_cameras_are_parsed_and_stored(engine: Engine) -> None:
+    opened = engine.open_gallery("people")
+    row = next(r for r in opened.rows.values() if r.path.startswith("0003_c2"))
+    assert (row.person_id, row.camera_id) == (3, 2)
+    assert opened.gallery.config["global"]["conf"]["method"] == "lomo"
+
+
+def test_xqda_projection_is_learned_stored_and_used(engine: Engine, market: Path) -> None:
+    before = _rank1_hits(engine, market)
+    report = train_projection(engine, market, "market", "people", "xqda")
+    assert report["identities"] == IDENTITIES and report["reprojected"] == 2 * IDENTITIES
+    opened = engine.open_gallery("people")
+    files = GalleryFiles(engine.settings.home, opened.gallery.id)
+    index = VectorIndex.load(files.index_path)
+    assert index.dim < 26960  # the index now holds XQDA embeddings, not raw LOMO
+    assert index.dim == opened.projector(np.zeros((1, 26960), np.float32)).shape[1]
+    after = _rank1_hits(engine, market)
+    assert after >= IDENTITIES - 1 and after >= before
+
+
+def test_projection_needs_a_person_gallery(engine: Engine, market: Path, sample_folder: Path) -> None:
+    engine.index_folder(sample_folder, "places")
+    with pytest.raises(TansakuError, match="person"):
+        train_projection(engine, market, "market", "places", "xqda")
