@@ -164,6 +164,24 @@ def train_projection(
     _emit_json(train(_engine(db), dataset, fmt, gallery, metric))
 
 
+@app.command("train-pcb")
+def train_pcb(
+    dataset: Annotated[Path, typer.Argument(help="Market-1501 layout (holding bounding_box_train/).")],
+    out: Annotated[Path, typer.Option(help="Folder for the (resumable) checkpoint.")],
+    epochs: Annotated[int, typer.Option(help="Epochs (the paper: 60).")] = 60,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate of the new layers (backbone: 0.1x).")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Fine-tune PCB with per-stripe cross-entropy; re-running resumes from the checkpoint."""
+    from indexer.extractors.pcb_train import train_pcb as train
+
+    if not dataset.is_dir():
+        raise TansakuError(f"dataset folder not found: {dataset}")
+    path = train(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    typer.echo(f"checkpoint: {path}")
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # the same orderly stop as Ctrl-C: work so far is saved
 

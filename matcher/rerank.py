@@ -25,6 +25,7 @@ class RerankConf:
     model: Literal["homography", "fundamental"] = "homography"
     threshold_px: float = 4.0
     min_inliers: int = 12  # below this a candidate is not considered verified
+    expansion: int = 2  # verified images added to the query to re-order the unverified rest (0: off)
 
 
 @dataclass
@@ -69,3 +70,11 @@ def order_by_inliers(inliers: np.ndarray, min_inliers: int) -> np.ndarray:
     rest = np.flatnonzero(inliers < min_inliers)
     verified = verified[np.argsort(-inliers[verified], kind="stable")]
     return np.concatenate([verified, rest])
+
+
+def expanded_query(query: np.ndarray, verified: np.ndarray) -> np.ndarray:
+    """Spatially verified query expansion (Chum et al., ICCV 2007): the query plus the global
+    vectors of its best verified matches, renormalised; (D,) and (K, D) -> (D,)."""
+    total = query.astype(np.float32) + verified.astype(np.float32).sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    return total / norm if norm > 0 else total

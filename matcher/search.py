@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from indexer.describe import Description, local_from_arrays
-from matcher.rerank import RerankConf, StageTimes, count_inliers, order_by_inliers
+from matcher.rerank import RerankConf, StageTimes, count_inliers, expanded_query, order_by_inliers
 from storage.feature_store import FeatureStore
 from storage.vector_index import VectorIndex
 
@@ -52,18 +52,37 @@ class Searcher:
         start = time.perf_counter()
         depth = max(top_k, shortlist) + len(exclude)
         vec = query.global_vector if vector is None else vector
-        scores, ids = self.index.search(vec[None], depth)
-        keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True)
-                if i >= 0 and int(i) not in exclude]
-        if self.index.metric == "l2":  # report similarity-like scores: higher is closer
-            keep = [(i, -s) for i, s in keep]
+        hits = self._global(vec, depth, exclude)
         start = times.add("search", start)
-        hits = [Hit(i, s) for i, s in keep]
         if rerank and query.local is not None and hits:
-            head, tail = hits[:shortlist], hits[shortlist:]
+            head = hits[:shortlist]
             candidates = [local_from_arrays(self.store.get(h.image_id)) for h in head]
             times.add("loading", start)
             inliers = count_inliers(query.local, candidates, self.conf, times)
+            start = time.perf_counter()
             order = order_by_inliers(inliers, self.conf.min_inliers)
-            hits = [Hit(head[k].image_id, head[k].score, int(inliers[k])) for k in order] + tail
+            verified = [Hit(head[k].image_id, head[k].score, int(inliers[k])) for k in order
+                        if inliers[k] >= self.conf.min_inliers]
+            hits = verified + self._unverified(vec, hits, head, inliers, verified, depth, exclude)
+            times.add("expansion", start)
         return SearchResult(hits[:top_k], times.seconds)
+
+    def _global(self, vec: np.ndarray, depth: int, exclude: frozenset[int]) -> list[Hit]:
+        """FAISS ranking, best first, with similarity-like scores (higher is closer)."""
+        scores, ids = self.index.search(vec[None], depth)
+        sign = -1.0 if self.index.metric == "l2" else 1.0
+        return [Hit(int(i), sign * float(s)) for i, s in zip(ids[0], scores[0], strict=True)
+                if i >= 0 and int(i) not in exclude]
+
+    def _unverified(
+        self, vec: np.ndarray, hits: list[Hit], head: list[Hit], inliers: np.ndarray,
+        verified: list[Hit], depth: int, exclude: frozenset[int],
+    ) -> list[Hit]:
+        """Everything not verified, in the order of the (expanded) global query."""
+        done = {h.image_id for h in verified}
+        counts = {h.image_id: int(n) for h, n in zip(head, inliers, strict=True)}
+        if self.conf.expansion and verified:
+            top = [h.image_id for h in verified[: self.conf.expansion]]
+            hits = self._global(expanded_query(vec, self.index.reconstruct(top)), depth, exclude)
+        return [Hit(h.image_id, h.score, counts.get(h.image_id)) for h in hits
+                if h.image_id not in done]

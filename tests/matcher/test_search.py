@@ -40,3 +40,34 @@ def test_no_rerank_reports_no_inliers(engine: Engine, sample_folder: Path) -> No
     assert all(r.inliers is None for r in result.results)
     assert result.results[0].score == pytest.approx(1.0, abs=1e-4)
     assert "matching" not in result.times
+
+
+def test_verified_query_expansion_reorders_the_unverified_rest(tmp_path: Path, monkeypatch) -> None:
+    from indexer.describe import Description
+    from indexer.features import LocalFeatures
+    from matcher import search as search_module
+    from matcher.rerank import RerankConf, expanded_query
+    from matcher.search import Searcher
+    from storage.feature_store import FeatureStore
+    from storage.vector_index import VectorIndex
+
+    e = np.eye(4, dtype=np.float32)
+    # id 1: close to the query and verified; id 2: like id 1 but far from the query; id 3: in between
+    vectors = {1: e[0] * 0.6 + e[1] * 0.8, 2: e[1], 3: e[0] * 0.45 + e[2] * 0.893}
+    index = VectorIndex(4)
+    index.add(np.array(list(vectors)), np.stack(list(vectors.values())))
+    store = FeatureStore(tmp_path)
+    local = LocalFeatures(np.zeros((1, 2), np.float32), np.ones((1, 2), np.float32))
+    for i in vectors:
+        store.put(i, {"keypoints": local.keypoints, "descriptors": local.descriptors})
+    monkeypatch.setattr(search_module, "count_inliers",
+                        lambda q, cands, conf, times: np.array([50, 0, 0][: len(cands)]))
+    query = Description(e[0], local)
+
+    def ranking(expansion: int) -> list[int]:
+        searcher = Searcher(index, store, RerankConf(expansion=expansion))
+        return [h.image_id for h in searcher.search(query, top_k=3, shortlist=1).hits]
+
+    assert ranking(0) == [1, 3, 2]  # global order after the verified image
+    assert ranking(1) == [1, 2, 3]  # q + v1 = 1.6 e0 + 0.8 e1: 0.8 for id 2, 0.72 for id 3
+    np.testing.assert_allclose(np.linalg.norm(expanded_query(e[0], e[1:2])), 1.0)
