@@ -18,6 +18,7 @@ from engine.evaluation.reid_protocols import (
     load_market,
     load_viper,
 )
+from indexer.extractors.gog import GOGNormalizer
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
 
@@ -58,15 +59,19 @@ def evaluate_reid(
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
     label = f"{method}+{metric}"
+    # GOG's authors remove the training mean and L2-normalise each colour space before XQDA.
+    normalizer = GOGNormalizer if method == "gog" else None
     try:
         if fmt == "viper":
             persons = load_viper(dataset)
             features = describe_set(method, persons, "VIPeR")
-            return evaluate_viper(features, persons, metric, trials, seed, method=label)  # type: ignore[arg-type]
+            return evaluate_viper(features, persons, metric, trials, seed,  # type: ignore[arg-type]
+                                  method=label, normalizer=normalizer)
         split = load_market(dataset)
         train = describe_set(method, split.train, "bounding_box_train")
         query = describe_set(method, split.query, "query")
         gallery = describe_set(method, split.gallery, "bounding_box_test")
-        return evaluate_market(train, query, gallery, split, metric, method=label)  # type: ignore[arg-type]
+        return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
+                               method=label, normalizer=normalizer)
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # layout and name errors
         raise TansakuError(str(exc)) from exc

@@ -1,0 +1,284 @@
+"""Re-identification datasets and protocols: VIPeR (10 random 316/316 trials) and Market-1501.
+
+Loaders return plain arrays (paths, person ids, camera ids); the evaluators take features that
+are row-aligned with them, learn the projection on the training part, and return the JSON fields
+of `tansaku eval reid` with percentages 0-100.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from engine.evaluation.reid_metrics import ReidScores, evaluate_rank
+from indexer.projections.kxqda import KXQDA, sq_distances
+from indexer.projections.xqda import XQDA, quadratic_distance
+
+logger = logging.getLogger(__name__)
+
+Metric = Literal["euclidean", "xqda", "kxqda"]
+METRICS = ("euclidean", "xqda", "kxqda")
+RANKS = (1, 5, 10, 20)
+MAX_RANK = 50
+_PROJECT_CHUNK = 2048  # rows per projection call: bounds KXQDA's (rows, N_train) kernel block
+
+_VIPER_NAME = re.compile(r"^(\d+)_[^/]*\.bmp$", re.IGNORECASE)
+_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)s(\d+)_(\d+)_(\d+)\.jpg$", re.IGNORECASE)
+
+
+class Normalizer(Protocol):
+    """Feature preprocessing learned on the training images (e.g. GOG's mean removal + L2)."""
+
+    def fit(self, X: np.ndarray) -> Normalizer: ...
+
+    def transform(self, X: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PersonSet:
+    """Images of persons: paths with their person ids and 0-based camera ids, row-aligned."""
+
+    paths: tuple[Path, ...]
+    pids: np.ndarray  # (N,) int64
+    camids: np.ndarray  # (N,) int64
+
+    def __post_init__(self) -> None:
+        if not len(self.paths) == len(self.pids) == len(self.camids):
+            raise ValueError(f"{len(self.paths)} paths, {len(self.pids)} pids and "
+                             f"{len(self.camids)} camids: they must be row-aligned")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass(frozen=True)
+class MarketSplit:
+    """The three Market-1501 folders: training identities, queries and the test gallery."""
+
+    train: PersonSet
+    query: PersonSet
+    gallery: PersonSet
+
+
+# ----------------------------------------------------------------------------- VIPeR
+
+
+def load_viper(root: str | Path) -> PersonSet:
+    """VIPeR from `root/cam_a/NNN_*.bmp` (camid 0) and `root/cam_b/NNN_*.bmp` (camid 1)."""
+    root = Path(root)
+    paths: list[Path] = []
+    pids: list[int] = []
+    camids: list[int] = []
+    for camid, cam in enumerate(("cam_a", "cam_b")):
+        folder = root / cam
+        if not folder.is_dir():
+            raise FileNotFoundError(f"VIPeR layout expects the folder {folder} "
+                                    f"(cam_a/ and cam_b/ holding NNN_*.bmp)")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".bmp")
+        if not files:
+            raise FileNotFoundError(f"no .bmp image in {folder} (expected NNN_*.bmp)")
+        for f in files:
+            m = _VIPER_NAME.match(f.name)
+            if m is None:
+                raise ValueError(f"VIPeR image name {f} is not NNN_*.bmp")
+            paths.append(f)
+            pids.append(int(m.group(1)))
+            camids.append(camid)
+    return PersonSet(tuple(paths), np.array(pids, np.int64), np.array(camids, np.int64))
+
+
+def viper_splits(
+    pids: np.ndarray, trials: int = 10, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`trials` random (train, test) halves of the person ids (316/316 on VIPeR), seeded."""
+    ids = np.unique(np.asarray(pids))
+    if len(ids) < 4:
+        raise ValueError(f"need at least 4 persons to split, got {len(ids)}")
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    rng = np.random.default_rng(seed)
+    half = len(ids) // 2
+    splits = []
+    for _ in range(trials):
+        perm = rng.permutation(ids)
+        splits.append((np.sort(perm[:half]), np.sort(perm[half:])))
+    return splits
+
+
+def evaluate_viper(
+    features: np.ndarray,
+    person_set: PersonSet,
+    metric: Metric = "xqda",
+    trials: int = 10,
+    seed: int = 0,
+    *,
+    method: str = "",
+    normalizer: Callable[[], Normalizer] | None = None,
+) -> dict[str, Any]:
+    """VIPeR protocol: per trial learn on the train half, cam_a probes cam_b on the test half.
+
+    `normalizer`, when given, makes a preprocessing step that is fitted on each trial's training
+    images and applied to all images before the projection.
+    """
+    features = _check_features(features, len(person_set), "features")
+    pids, camids = person_set.pids, person_set.camids
+    splits = viper_splits(pids, trials, seed)
+    results = []
+    for t, (train_ids, test_ids) in enumerate(splits):
+        train = np.isin(pids, train_ids)
+        test = np.isin(pids, test_ids)
+        q, g = test & (camids == 0), test & (camids == 1)
+        feats = _normalized(normalizer, features, train)
+        dist = _distances(metric, feats[train], pids[train], camids[train], feats[q], feats[g])
+        scores = evaluate_rank(dist, pids[q], pids[g], camids[q], camids[g], MAX_RANK)
+        logger.info("VIPeR trial %d/%d: rank-1 %.1f", t + 1, trials, 100 * scores.cmc[0])
+        results.append(scores)
+    protocol = (f"{len(splits[0][0])}/{len(splits[0][1])} persons x {trials} random trials "
+                f"(seed {seed}), cam_a probes cam_b")
+    return _report("viper", protocol, method, results)
+
+
+# ----------------------------------------------------------------------------- Market-1501
+
+
+def parse_market_name(name: str) -> tuple[int, int]:
+    """(person id, 0-based camera id) of `PPPP_cCsS_FFFFFF_NN.jpg`; pid -1 = junk, 0 = distractor."""
+    m = _MARKET_NAME.match(Path(name).name)
+    if m is None:
+        raise ValueError(f"Market-1501 image name {name!r} is not PPPP_cCsS_FFFFFF_NN.jpg")
+    pid, cam = int(m.group(1)), int(m.group(2))
+    if pid < -1 or cam < 1:
+        raise ValueError(f"Market-1501 image name {name!r}: bad person id {pid} or camera {cam}")
+    return pid, cam - 1
+
+
+def _load_market_folder(folder: Path) -> PersonSet:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Market-1501 layout expects the folder {folder} "
+                                f"(bounding_box_train/, query/, bounding_box_test/)")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")
+    if not files:
+        raise FileNotFoundError(f"no .jpg image in {folder}")
+    parsed = [parse_market_name(f.name) for f in files]
+    pids = np.array([p for p, _ in parsed], np.int64)
+    camids = np.array([c for _, c in parsed], np.int64)
+    return PersonSet(tuple(files), pids, camids)
+
+
+def load_market(root: str | Path) -> MarketSplit:
+    """Market-1501 from `bounding_box_train/`, `query/` and `bounding_box_test/` under root."""
+    root = Path(root)
+    return MarketSplit(
+        train=_load_market_folder(root / "bounding_box_train"),
+        query=_load_market_folder(root / "query"),
+        gallery=_load_market_folder(root / "bounding_box_test"),
+    )
+
+
+def evaluate_market(
+    train_feats: np.ndarray,
+    query_feats: np.ndarray,
+    gallery_feats: np.ndarray,
+    split: MarketSplit,
+    metric: Metric = "xqda",
+    *,
+    method: str = "",
+    normalizer: Callable[[], Normalizer] | None = None,
+) -> dict[str, Any]:
+    """Market-1501 single-query protocol; the projection learns on bounding_box_train.
+
+    `normalizer`, when given, is fitted on the training images and applied to all three sets.
+
+    XQDA / KXQDA then work in the span of the 12,936 training images: several N x N float64
+    matrices (1.3 GB each) and an N x N eigenproblem, i.e. GBs of memory and minutes of CPU.
+    """
+    train_feats = _check_features(train_feats, len(split.train), "train_feats")
+    query_feats = _check_features(query_feats, len(split.query), "query_feats")
+    gallery_feats = _check_features(gallery_feats, len(split.gallery), "gallery_feats")
+    labelled = split.train.pids > 0  # junk and distractors carry no identity to learn from
+    if normalizer is not None:
+        fitted = normalizer().fit(train_feats[labelled])
+        train_feats, query_feats, gallery_feats = (
+            np.asarray(fitted.transform(x), np.float64)
+            for x in (train_feats, query_feats, gallery_feats))
+    dist = _distances(metric, train_feats[labelled], split.train.pids[labelled],
+                      split.train.camids[labelled], query_feats, gallery_feats)
+    scores = evaluate_rank(dist, split.query.pids, split.gallery.pids, split.query.camids,
+                           split.gallery.camids, MAX_RANK)
+    protocol = ("single query; same-id same-camera gallery images and junk (-1) left out, "
+                "distractors (0) kept")
+    logger.info("Market-1501: %d of %d queries have a true match", scores.num_valid_queries,
+                len(split.query))
+    return _report("market1501", protocol, method, [scores])
+
+
+# ----------------------------------------------------------------------------- shared
+
+
+def make_projection(metric: str) -> XQDA | KXQDA | None:
+    """The projection a metric name stands for (None: plain Euclidean distance)."""
+    if metric == "euclidean":
+        return None
+    if metric == "xqda":
+        return XQDA()
+    if metric == "kxqda":
+        return KXQDA()
+    raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+
+
+def _normalized(
+    normalizer: Callable[[], Normalizer] | None, features: np.ndarray, train: np.ndarray
+) -> np.ndarray:
+    """All rows through a normalizer fitted on the training rows (features as they are if None)."""
+    if normalizer is None:
+        return features
+    return np.asarray(normalizer().fit(features[train]).transform(features), np.float64)
+
+
+def _project(model: XQDA | KXQDA, X: np.ndarray, name: str) -> np.ndarray:
+    return np.concatenate([model.project(X[i:i + _PROJECT_CHUNK], name)
+                           for i in range(0, len(X), _PROJECT_CHUNK)])
+
+
+def _distances(
+    metric: str,
+    X_train: np.ndarray,
+    train_pids: np.ndarray,
+    train_cams: np.ndarray,
+    Xq: np.ndarray,
+    Xg: np.ndarray,
+) -> np.ndarray:
+    """Query x gallery distances under `metric`, learning the projection on the training rows."""
+    model = make_projection(metric)
+    if model is None:
+        return sq_distances(Xq, Xg)
+    model.fit(X_train, train_pids, train_cams)
+    assert model.M_ is not None
+    return quadratic_distance(_project(model, Xq, "query"), _project(model, Xg, "gallery"),
+                              model.M_)
+
+
+def _check_features(features: np.ndarray, n: int, name: str) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) != n:
+        raise ValueError(f"{name} must be ({n}, D) to match the images, got {features.shape}")
+    if not np.isfinite(features).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return features
+
+
+def _report(dataset: str, protocol: str, method: str, results: list[ReidScores]) -> dict[str, Any]:
+    """Mean of per-trial scores as the JSON fields of `tansaku eval reid` (percentages 0-100)."""
+    cmc = np.mean([r.cmc for r in results], axis=0)
+    out: dict[str, Any] = {"dataset": dataset, "protocol": protocol, "method": method}
+    out.update({f"rank{k}": round(100 * float(cmc[k - 1]), 2) for k in RANKS})
+    out["mAP"] = round(100 * float(np.mean([r.mAP for r in results])), 2)
+    out["mINP"] = round(100 * float(np.mean([r.mINP for r in results])), 2)
+    out["trials"] = len(results)
+    return out
