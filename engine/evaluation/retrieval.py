@@ -79,6 +79,8 @@ def _method_name(opened: OpenGallery, rerank: bool, conf: RerankConf | None) -> 
     if rerank and cfg.get("local"):
         conf = conf or RerankConf()
         parts.append(f"{cfg['local']['name']}+{conf.matcher}+{conf.verifier}-{conf.model}")
+        if conf.expansion:
+            parts.append(f"+verified-qe{conf.expansion}")
     return " ".join(parts)
 
 
