@@ -34,6 +34,15 @@ def _emit_json(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
 
 
+def _emit_scores(scores: dict[str, Any], as_json: bool) -> None:
+    """An evaluation's result: one JSON object, or one `key: value` line each."""
+    if as_json:
+        _emit_json(scores)
+        return
+    for key, value in scores.items():
+        typer.echo(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+
+
 @app.command()
 def index(
     folder: Annotated[Path, typer.Argument(help="Folder of images, searched recursively.")],
@@ -122,11 +131,7 @@ def eval_retrieval(
 
     scores = evaluate_retrieval(_engine(db), dataset, fmt, rerank=not no_rerank,
                                 shortlist=shortlist, conf=rerank_conf(verifier))
-    if as_json:
-        _emit_json(scores)
-        return
-    for key, value in scores.items():
-        typer.echo(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    _emit_scores(scores, as_json)
 
 
 @eval_app.command("reid")
@@ -143,11 +148,7 @@ def eval_reid(
     from engine.evaluation.reid import evaluate_reid
 
     scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed)
-    if as_json:
-        _emit_json(scores)
-        return
-    for key, value in scores.items():
-        typer.echo(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    _emit_scores(scores, as_json)
 
 
 @app.command("train-projection")
