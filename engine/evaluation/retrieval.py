@@ -75,10 +75,11 @@ def evaluate_holidays(
 
 def _method_name(opened: OpenGallery, rerank: bool, conf: RerankConf | None) -> str:
     cfg = opened.gallery.config
-    parts = [cfg["global"]["name"]]
-    if rerank and cfg.get("local"):
+    parts = [(cfg.get("joint") or cfg["global"])["name"]]
+    if rerank and (cfg.get("local") or cfg.get("joint")):
         conf = conf or RerankConf()
-        parts.append(f"{cfg['local']['name']}+{conf.matcher}+{conf.verifier}-{conf.model}")
+        local = (cfg.get("local") or cfg["joint"])["name"]
+        parts.append(f"{local}+{conf.matcher}+{conf.verifier}-{conf.model}")
         if conf.expansion:
             parts.append(f"+verified-qe{conf.expansion}")
     return " ".join(parts)

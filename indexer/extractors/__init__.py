@@ -15,6 +15,7 @@ LOCAL_EXTRACTORS: dict[str, str] = {
     "rootsift": "indexer.extractors.sift:RootSift",
 }
 JOINT_EXTRACTORS: dict[str, str] = {
+    "delg-efficientnet-lite0": "indexer.extractors.delg_torch:DelgEfficientNet",
     "delg-savedmodel": "indexer.extractors.delg_savedmodel:DelgSavedModel",
 }
 

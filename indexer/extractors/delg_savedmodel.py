@@ -24,11 +24,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from indexer.extractors.base import Extractor
+from indexer.extractors.base import JointExtractor
 from indexer.features import LocalFeatures
 
 logger = logging.getLogger(__name__)
@@ -246,17 +246,38 @@ def _feed(tf: ModuleType, image: np.ndarray, conf: dict[str, Any]) -> dict[str, 
     }
 
 
-class DelgSavedModel(Extractor):
-    """Global descriptor and local features from Google's exported DELG SavedModel."""
+class DelgSavedModel(JointExtractor):
+    """Global descriptor and local features from Google's exported DELG SavedModel.
 
-    default_conf = CONFS["r50delg_gldv2clean"]
+    Built directly (``DelgSavedModel(path, conf)``) or by the registry as ``delg-savedmodel`` with
+    the folder in the settings (``build_joint("delg-savedmodel", {"path": "/x/model"})``).
+    """
 
-    def __init__(self, path: str | Path, conf: dict[str, Any] | None = None) -> None:
+    default_conf: ClassVar[dict[str, Any]] = {**CONFS["r50delg_gldv2clean"], "path": None}
+
+    def __init__(
+        self, path: str | Path | dict[str, Any] | None = None, conf: dict[str, Any] | None = None
+    ) -> None:
+        if isinstance(path, dict):  # the registry passes the settings alone
+            path, conf = None, path
         super().__init__(conf)
         self._check_conf()
+        path = path if path is not None else self.conf["path"]
+        if path is None:
+            raise ValueError(
+                "delg-savedmodel needs the SavedModel folder: settings {'path': '/x/model'} "
+                "(or --model delg-savedmodel:PATH)"
+            )
         self.path = Path(path)
+        self.conf["path"] = str(self.path)
         self._model, self._run = load_runner(self.path, self.conf["signature"])
         self._tf = _import_tensorflow()
+        self.dim, self.local_dim = self._probe_dims()
+
+    def _probe_dims(self) -> tuple[int, int]:
+        """Global and local descriptor sizes, read off the model's outputs on a small grey image."""
+        out = self.raw_outputs(np.full((64, 64, 3), 128, np.uint8))
+        return int(np.shape(out["global_descriptors"])[-1]), int(np.shape(out["features"])[-1])
 
     def _check_conf(self) -> None:
         n_scales = len(self.conf["image_scales"])

@@ -283,3 +283,24 @@ def test_tensorflow_is_imported_only_inside_functions() -> None:
     ] + [node.module for node in ast.parse(source).body if isinstance(node, ast.ImportFrom)]
     assert not [name for name in top_level if name and name.split(".")[0] == "tensorflow"]
     assert "import tensorflow as tf" in source  # ... but inside a function
+
+
+def test_registry_builds_the_adapter_from_a_path_setting(models: dict[str, Any]) -> None:
+    from indexer.extractors import build_joint
+    from indexer.extractors.base import JointExtractor
+
+    path = models["root"] / "tf2"
+    adapter = build_joint("delg-savedmodel", {**CONF, "path": str(path)})
+    assert isinstance(adapter, JointExtractor) and isinstance(adapter, DelgSavedModel)
+    assert (adapter.dim, adapter.local_dim) == (DG, D)
+    glob, local = adapter.extract(_image())
+    direct_glob, direct_local = DelgSavedModel(path, CONF).extract(_image())
+    np.testing.assert_array_equal(glob, direct_glob)
+    np.testing.assert_array_equal(local.descriptors, direct_local.descriptors)
+
+
+def test_registry_without_a_path_is_a_clear_error() -> None:
+    from indexer.extractors import build_joint
+
+    with pytest.raises(ValueError, match=r"needs the SavedModel folder.*'path'"):
+        build_joint("delg-savedmodel", {"max_feature_num": 10})
