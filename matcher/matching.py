@@ -8,11 +8,15 @@ whole shortlist, reusing the query's prepared matrix for every candidate.
 A match (i, j) pairs query feature i with candidate feature j, where j is i's nearest neighbour among
 the candidate's features. Lowe's ratio test (IJCV 2004) keeps it when d1 < ratio * d2, with d1, d2
 the Euclidean distances to the nearest and second-nearest neighbour; the mutual check keeps it when i
-is also j's nearest neighbour among the query's features.
+is also j's nearest neighbour among the query's features. It is on by default: without it, many
+query features matched to one keypoint of a feature-poor candidate gave degenerate homographies
+with up to 40 "inliers" on unrelated Holidays pairs, and it raised the inlier-count mAP of every
+verifier (scripts/bench_matching.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +79,7 @@ def match_kdtree(
     query: LocalFeatures,
     candidate: LocalFeatures,
     ratio: float | None = 0.8,
-    mutual: bool = False,
+    mutual: bool = True,
     workers: int = 1,
 ) -> np.ndarray:
     """Exact nearest neighbours with a KD-tree on the candidate; returns (M, 2) int64 index pairs."""
@@ -164,10 +168,30 @@ class _PreparedQuery:
         return s1 >= S.max(axis=0)[nn1]
 
 
+def blas_threads(limit: int | None) -> contextlib.AbstractContextManager:
+    """Cap BLAS threads inside the block (threadpoolctl, when installed); None leaves them be."""
+    # Per-candidate products are small (1000 x 128 x 1000): on the 2-core test machine two OpenBLAS
+    # threads took 0.91 s per shortlist of 100 against 0.42 s for one (scripts/bench_matching.py).
+    if limit is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        logger.debug("threadpoolctl not installed; BLAS keeps its own thread count")
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api="blas")
+
+
 def brute_neighbours(
-    query: LocalFeatures, candidates: Sequence[LocalFeatures], mutual: bool = False
+    query: LocalFeatures,
+    candidates: Sequence[LocalFeatures],
+    mutual: bool = False,
+    threads: int | None = 1,
 ) -> list[Neighbours]:
-    """Exact two nearest neighbours of the query's features in each candidate, by matrix products."""
+    """Exact two nearest neighbours of the query's features in each candidate, by matrix products.
+
+    threads caps BLAS threads while matching (None: leave BLAS as configured).
+    """
     # One product per candidate keeps the (Nq, Nc) block in cache. Measured on 1000 x 100 x ~700
     # RootSIFT, one thread: 0.30 s CPU this way, 0.41 s for one product against the stacked
     # shortlist (top-1 only) and 0.67 s for a padded batched product; their outputs spill to memory.
@@ -180,12 +204,13 @@ def brute_neighbours(
     prepared = _PreparedQuery(query.descriptors)
     none = np.full(len(query), -1, np.int64), np.full(len(query), np.inf, np.float32)
     out = []
-    for cand in candidates:
-        if len(cand) == 0 or len(query) == 0:
-            is_mutual = np.zeros(len(query), bool) if mutual else None
-            out.append(Neighbours(none[0], none[1], none[1], is_mutual))
-        else:
-            out.append(prepared.nearest(cand.descriptors, mutual))
+    with blas_threads(threads):
+        for cand in candidates:
+            if len(cand) == 0 or len(query) == 0:
+                is_mutual = np.zeros(len(query), bool) if mutual else None
+                out.append(Neighbours(none[0], none[1], none[1], is_mutual))
+            else:
+                out.append(prepared.nearest(cand.descriptors, mutual))
     return out
 
 
@@ -193,7 +218,7 @@ def match_brute(
     query: LocalFeatures,
     candidate: LocalFeatures,
     ratio: float | None = 0.8,
-    mutual: bool = False,
+    mutual: bool = True,
 ) -> np.ndarray:
     """Exact nearest neighbours by one matrix product; returns (M, 2) int64 index pairs."""
     return match_pairs(query, [candidate], "brute", ratio, mutual)[0]
@@ -204,17 +229,18 @@ def match_pairs(
     candidates: Sequence[LocalFeatures],
     method: Method = "brute",
     ratio: float | None = 0.8,
-    mutual: bool = False,
+    mutual: bool = True,
     workers: int = 1,
 ) -> list[np.ndarray]:
     """Match one query against many candidates; one (M, 2) int64 array of index pairs per candidate.
 
-    ratio=None switches the ratio test off; workers is the KD-tree's thread count (brute force
-    uses BLAS's threads).
+    ratio=None switches the ratio test off. workers: threads of the KD-tree search, or the cap on
+    BLAS threads during brute force; -1 means all cores for the KD-tree and no cap on BLAS.
     """
     if method not in METHODS:
         raise ValueError(f"unknown matching method {method!r}; valid: {', '.join(METHODS)}")
     _check_ratio(ratio)
     if method == "kdtree":
         return [match_kdtree(query, c, ratio, mutual, workers) for c in candidates]
-    return [nb.matches(ratio, mutual) for nb in brute_neighbours(query, candidates, mutual)]
+    nbs = brute_neighbours(query, candidates, mutual, threads=workers if workers > 0 else None)
+    return [nb.matches(ratio, mutual) for nb in nbs]

@@ -7,6 +7,7 @@ import pytest
 
 from indexer.features import LocalFeatures
 from matcher.matching import (
+    blas_threads,
     brute_neighbours,
     match_brute,
     match_kdtree,
@@ -52,7 +53,7 @@ def test_mutual_check_by_hand() -> None:
 def test_single_candidate_feature_passes_ratio_test() -> None:
     q, c = feats([[0.0, 0.0], [3.0, 1.0]]), feats([[1.0, 1.0]])
     for match in (match_brute, match_kdtree):
-        assert as_set(match(q, c, ratio=0.8)) == {(0, 0), (1, 0)}
+        assert as_set(match(q, c, ratio=0.8, mutual=False)) == {(0, 0), (1, 0)}
 
 
 @pytest.mark.parametrize("ratio", [0.7, 0.9, None])
@@ -131,3 +132,10 @@ def test_bad_arguments_name_the_culprit() -> None:
         match_pairs(q, [q], ratio=1.5)
     with pytest.raises(ValueError, match="descriptor sizes differ"):
         match_kdtree(q, random_feats(rng, 5, 16))
+
+
+def test_blas_thread_cap() -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with blas_threads(1):
+        blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)

@@ -70,7 +70,7 @@ def test_recovers_known_homography_between_image_and_warp(
 def unrelated_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keypoints of two unrelated photographs and all 1000 nearest-neighbour matches (no test)."""
     a, b = rootsift(data.astronaut(), 1000), rootsift(data.coffee(), 1000)
-    (matches,) = match_pairs(a, [b], ratio=None)
+    (matches,) = match_pairs(a, [b], ratio=None, mutual=False)
     return a.keypoints, b.keypoints, matches
 
 
