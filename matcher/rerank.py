@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +27,7 @@ class RerankConf:
     threshold_px: float = 4.0
     min_inliers: int = 12  # below this a candidate is not considered verified
     expansion: int = 2  # verified images added to the query to re-order the unverified rest (0: off)
+    workers: int = 2  # threads matching disjoint parts of the shortlist (BLAS single-threaded in each)
 
 
 @dataclass
@@ -48,7 +50,7 @@ def count_inliers(
     """Verified inlier count of each candidate against the query, (N,) int."""
     times = times or StageTimes()
     start = time.perf_counter()
-    matches = match_pairs(query, candidates, conf.matcher, conf.ratio, conf.mutual)
+    matches = _match_in_parallel(query, candidates, conf)
     start = times.add("matching", start)
     inliers = np.zeros(len(candidates), dtype=np.int64)
     for k, (cand, pairs) in enumerate(zip(candidates, matches, strict=True)):
@@ -57,6 +59,23 @@ def count_inliers(
         inliers[k] = result.inliers
     times.add("verification", start)
     return inliers
+
+
+def _match_in_parallel(
+    query: LocalFeatures, candidates: Sequence[LocalFeatures], conf: RerankConf
+) -> list[np.ndarray]:
+    """`match_pairs` over `conf.workers` interleaved slices of the shortlist (numpy frees the GIL)."""
+    workers = max(1, min(conf.workers, len(candidates)))
+    if workers == 1:
+        return match_pairs(query, candidates, conf.matcher, conf.ratio, conf.mutual)
+    slices = [list(candidates[k::workers]) for k in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(
+            lambda part: match_pairs(query, part, conf.matcher, conf.ratio, conf.mutual), slices))
+    out: list[np.ndarray] = [np.zeros((0, 2), np.int64)] * len(candidates)
+    for k, part in enumerate(parts):
+        out[k::workers] = part
+    return out
 
 
 def order_by_inliers(inliers: np.ndarray, min_inliers: int) -> np.ndarray:

@@ -71,3 +71,18 @@ def test_verified_query_expansion_reorders_the_unverified_rest(tmp_path: Path, m
     assert ranking(0) == [1, 3, 2]  # global order after the verified image
     assert ranking(1) == [1, 2, 3]  # q + v1 = 1.6 e0 + 0.8 e1: 0.8 for id 2, 0.72 for id 3
     np.testing.assert_allclose(np.linalg.norm(expanded_query(e[0], e[1:2])), 1.0)
+
+
+def test_parallel_matching_equals_serial() -> None:
+    from dataclasses import replace
+
+    from indexer.extractors.sift import rootsift
+    from matcher.rerank import RerankConf, count_inliers
+
+    names = ("coffee", "rocket", "astronaut", "chelsea", "colorwheel")
+    query = rootsift(warp(sample_image("coffee"), seed=3), max_features=300)
+    candidates = [rootsift(sample_image(n), max_features=300) for n in names]
+    serial = count_inliers(query, candidates, replace(RerankConf(), workers=1))
+    parallel = count_inliers(query, candidates, replace(RerankConf(), workers=2))
+    assert serial.tolist() == parallel.tolist()
+    assert serial[0] == serial.max() and serial[0] >= 15  # the warped source wins
