@@ -60,13 +60,6 @@ class _Task:
     size: int
 
 
-def open_index(files: GalleryFiles, dim: int, metric: str) -> VectorIndex:
-    """The gallery's FAISS index, or a new empty one."""
-    if files.index_path.exists():
-        return VectorIndex.load(files.index_path)
-    return VectorIndex(dim, metric)
-
-
 def reconcile(
     session: Session, gallery: Gallery, index: VectorIndex | None, store: FeatureStore
 ) -> int:

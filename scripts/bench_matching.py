@@ -9,7 +9,7 @@ count; mean over queries of the average precision (ties broken pessimistically: 
 irrelevant images come first), and the AP of all query-candidate pairs pooled as one classifier. The
 verifier "none" scores by the number of putative matches, to show what verification adds.
 
-    python scripts/bench_matching.py /work/shared/data/holidays_even --max-features 1000
+    python scripts/bench_matching.py ../shared/data/holidays_even --max-features 1000
 
 Prints one JSON object on stdout; progress goes to stderr.
 """

@@ -14,9 +14,9 @@ Stages (each reuses the previous one's files in --work, outside the repository):
           then engine.evaluation.retrieval.rank_gallery (a check that both paths agree).
 
 Examples:
-  OMP_NUM_THREADS=1 python scripts/eval_delg_holidays.py cache /work/shared/data/holidays_even
-  OMP_NUM_THREADS=1 python scripts/eval_delg_holidays.py fit /work/shared/data/holidays_even
-  OMP_NUM_THREADS=1 python scripts/eval_delg_holidays.py eval /work/shared/data/holidays_even \\
+  OMP_NUM_THREADS=1 python scripts/eval_delg_holidays.py cache ../shared/data/holidays_even
+  OMP_NUM_THREADS=1 python scripts/eval_delg_holidays.py fit ../shared/data/holidays_even
+  OMP_NUM_THREADS=1 python scripts/eval_delg_holidays.py eval ../shared/data/holidays_even \\
       --heads /tmp/delg-eval/heads-gallery-expanded-d256-s1.pt
 """
 

@@ -1,6 +1,6 @@
 """Train the DELG-style heads on a labelled folder (see indexer/extractors/delg_train.py).
 
-  OMP_NUM_THREADS=1 python scripts/train_delg.py /work/shared/data/corel1k /tmp/delg-train/heads-corel.pt
+  OMP_NUM_THREADS=1 python scripts/train_delg.py ../shared/data/corel1k /tmp/delg-train/heads-corel.pt
 """
 
 from __future__ import annotations
