@@ -7,13 +7,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import select
 
 from engine.errors import TansakuError
 from engine.evaluation.reid import describe_set
 from engine.evaluation.reid_protocols import PersonSet, load_market, load_viper
+from indexer.extractors.gog import GOGNormalizer
 from indexer.pipeline import rebuild_index
-from indexer.projections.gallery import PROJECTIONS, make_projection
+from indexer.projections.gallery import PROJECTIONS, make_projection, needs_gog_normalizer
+from storage.atomic import atomic_write
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus
 
@@ -47,14 +50,22 @@ def train_projection(
     method = row.config["global"]["conf"]["method"]
     persons = _training_persons(Path(dataset).expanduser(), fmt)
     features = describe_set(method, persons, "training identities")
+    files = GalleryFiles(engine.settings.home, row.id)
+    stamp = int(time.time())  # new files: the old ones stay valid until the config switches
+    spec: dict[str, Any] = {"kind": kind, "file": f"projection-{stamp}.npz", "dataset": str(dataset),
+                            "identities": int(len(set(persons.pids.tolist())))}
     start = time.monotonic()
+    if needs_gog_normalizer(method):
+        normalizer = GOGNormalizer().fit(features)
+        features = normalizer.transform(features)
+        spec["normalizer_mean"] = f"normalizer-{stamp}.npy"
+        assert normalizer.mean_ is not None
+        with atomic_write(files.path(spec["normalizer_mean"])) as handle:
+            np.save(handle, normalizer.mean_)
     model = make_projection(kind).fit(features, persons.pids, persons.camids)
     fit_seconds = time.monotonic() - start
-    files = GalleryFiles(engine.settings.home, row.id)
-    name = f"projection-{int(time.time())}.npz"  # a new file: the old one stays valid until switched
-    model.save(files.path(name))
-    config = {**row.config, "projection": {"kind": kind, "file": name, "dataset": str(dataset),
-                                           "identities": int(len(set(persons.pids.tolist())))}}
+    model.save(files.path(spec["file"]))
+    config = {**row.config, "projection": spec}
     with files.write_lock(), engine.sessions() as session:
         ids = list(session.scalars(select(Image.id).where(
             Image.gallery_id == row.id, Image.status == ImageStatus.INDEXED)))

@@ -21,6 +21,7 @@ from engine.evaluation.reid_protocols import (
 from indexer.extractors.gog import GOGNormalizer
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
+from indexer.projections.gallery import needs_gog_normalizer
 
 log = logging.getLogger(__name__)
 FORMATS = ("viper", "market")
@@ -59,8 +60,7 @@ def evaluate_reid(
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
     label = f"{method}+{metric}"
-    # GOG's authors remove the training mean and L2-normalise each colour space before XQDA.
-    normalizer = GOGNormalizer if method == "gog" else None
+    normalizer = GOGNormalizer if needs_gog_normalizer(method) else None
     try:
         if fmt == "viper":
             persons = load_viper(dataset)

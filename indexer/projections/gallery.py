@@ -28,10 +28,21 @@ def make_projection(kind: str) -> XQDA | KXQDA:
     return PROJECTIONS[kind]()
 
 
+def needs_gog_normalizer(method: str) -> bool:
+    """GOG's authors remove the training mean and L2-normalise each colour space before XQDA."""
+    return method == "gog"
+
+
 def load_projector(config: dict[str, Any], gallery_root: Path) -> Projector | None:
     """The gallery's projection as a function on (N, D) raw descriptors, or None if it has none."""
     spec = config.get("projection")
     if not spec:
         return None
     model = PROJECTIONS[spec["kind"]].load(gallery_root / spec["file"])
+    if spec.get("normalizer_mean"):
+        from indexer.extractors.gog import GOGNormalizer
+
+        normalizer = GOGNormalizer()
+        normalizer.mean_ = np.load(gallery_root / spec["normalizer_mean"])
+        return lambda X: model.embed(normalizer.transform(np.atleast_2d(X))).astype(np.float32)
     return lambda X: model.embed(np.atleast_2d(X)).astype(np.float32)

@@ -85,3 +85,17 @@ def test_projection_needs_a_person_gallery(engine: Engine, market: Path, sample_
     engine.index_folder(sample_folder, "places")
     with pytest.raises(TansakuError, match="person"):
         train_projection(engine, market, "market", "places", "xqda")
+
+
+def test_gog_gallery_projection_applies_the_gog_normaliser(market: Path, tmp_path: Path) -> None:
+    eng = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    eng.index_folder(market / "bounding_box_test", "gog-people", profile="person",
+                     config=profile_config("person", "gog"))
+    report = train_projection(eng, market, "market", "gog-people", "xqda")
+    assert report["normalizer_mean"].endswith(".npy")
+    opened = eng.open_gallery("gog-people")
+    mean = np.load(opened.files.path(report["normalizer_mean"]))
+    assert mean.shape == (27622,)
+    hits = sum(eng.query(q, "gog-people", top_k=1).results[0].path[:4] == q.name[:4]
+               for q in sorted((market / "query").iterdir()))
+    assert hits >= IDENTITIES - 1
