@@ -139,6 +139,11 @@ class Engine:
                 raise TansakuError(
                     f"gallery {name!r} has profile {gallery.profile!r}, not {profile!r}"
                 )
+            elif config is not None and _extractors(config) != _extractors(gallery.config):
+                raise TansakuError(
+                    f"gallery {name!r} was built with {_extractors(gallery.config)}; index into a "
+                    "new gallery to use other extractors"
+                )
         return gallery
 
     def open_gallery(self, name: str) -> OpenGallery:
@@ -196,6 +201,11 @@ class Engine:
     def _projected(self, opened: OpenGallery, vector: np.ndarray) -> np.ndarray | None:
         """The query vector in the gallery's learned projection, if it has one."""
         return opened.projector(vector[None])[0] if opened.projector else None
+
+
+def _extractors(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a gallery configuration that decides what is extracted."""
+    return {k: config.get(k) for k in ("global", "local", "joint")}
 
 
 def profile_config(profile: str, method: str | None = None) -> dict[str, Any] | None:

@@ -99,3 +99,9 @@ def test_gog_gallery_projection_applies_the_gog_normaliser(market: Path, tmp_pat
     hits = sum(eng.query(q, "gog-people", top_k=1).results[0].path[:4] == q.name[:4]
                for q in sorted((market / "query").iterdir()))
     assert hits >= IDENTITIES - 1
+
+
+def test_other_extractors_for_an_existing_gallery_are_refused(engine: Engine, market: Path) -> None:
+    with pytest.raises(TansakuError, match="lomo"):
+        engine.index_folder(market / "bounding_box_test", "people", profile="person",
+                            config=profile_config("person", "gog"))
