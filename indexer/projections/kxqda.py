@@ -21,6 +21,7 @@ import numpy as np
 
 from indexer.projections.xqda import (
     LAMBDA,
+    QuadraticMetric,
     Solver,
     check_query,
     check_training,
@@ -28,7 +29,6 @@ from indexer.projections.xqda import (
     load_npz,
     pair_covariances,
     psd_factor,
-    quadratic_distance,
     save_npz_atomic,
     xqda_subspace,
 )
@@ -46,7 +46,7 @@ def rbf_kernel(A: np.ndarray, B: np.ndarray, two_sigma2: float) -> np.ndarray:
     return np.exp(-sq_distances(A, B) / two_sigma2)
 
 
-class KXQDA:
+class KXQDA(QuadraticMetric):
     """Kernel XQDA with an RBF kernel; same API as XQDA (fit, distance, embed, save, load).
 
     embed() returns rows whose squared Euclidean distances equal the learned distance with M
@@ -106,14 +106,9 @@ class KXQDA:
         X = check_query(X, X_train.shape[1], name)
         return rbf_kernel(X, X_train, self.bandwidth_) @ A
 
-    def distance(self, Xq: np.ndarray, Xg: np.ndarray) -> np.ndarray:
-        """(Nq, Ng) squared kernel-XQDA distances (with M as learned, not clipped)."""
-        M = self._fitted()[2]
-        return quadratic_distance(self.project(Xq, "Xq"), self.project(Xg, "Xg"), M)
-
-    def embed(self, X: np.ndarray) -> np.ndarray:
-        """(N, q) rows whose squared L2 distances are the learned distances (M clipped to PSD)."""
-        return self.project(X) @ self._fitted()[3]
+    def _metric(self) -> tuple[np.ndarray, np.ndarray]:
+        _, _, M, L = self._fitted()
+        return M, L
 
     def save(self, path: str | Path) -> None:
         """Write the model (training images included) to one .npz, atomically."""

@@ -207,7 +207,27 @@ def load_npz(path: str | Path, kind: str) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- the model
 
 
-class XQDA:
+class QuadraticMetric:
+    """What XQDA and kernel XQDA share once fitted: a projection and a metric M on it."""
+
+    def project(self, X: np.ndarray, name: str = "X") -> np.ndarray:
+        """(N, q) coordinates in the learned subspace (before the metric)."""
+        raise NotImplementedError
+
+    def _metric(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M as learned, its PSD factor L); raises when not fitted."""
+        raise NotImplementedError
+
+    def distance(self, Xq: np.ndarray, Xg: np.ndarray) -> np.ndarray:
+        """(Nq, Ng) squared learned distances (with M as learned, not clipped)."""
+        return quadratic_distance(self.project(Xq, "Xq"), self.project(Xg, "Xg"), self._metric()[0])
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """(N, q) rows whose squared L2 distances are the learned distances (M clipped to PSD)."""
+        return self.project(X) @ self._metric()[1]
+
+
+class XQDA(QuadraticMetric):
     """Linear XQDA. fit() on labelled images, then distance() or embed() for FAISS L2 search.
 
     embed() returns rows whose squared Euclidean distances equal the learned distance with M
@@ -258,14 +278,9 @@ class XQDA:
         mean, W, _, _ = self._fitted()
         return (check_query(X, len(mean), name) - mean) @ W
 
-    def distance(self, Xq: np.ndarray, Xg: np.ndarray) -> np.ndarray:
-        """(Nq, Ng) squared XQDA distances (with M as learned, not clipped)."""
-        M = self._fitted()[2]
-        return quadratic_distance(self.project(Xq, "Xq"), self.project(Xg, "Xg"), M)
-
-    def embed(self, X: np.ndarray) -> np.ndarray:
-        """(N, q) rows whose squared L2 distances are the XQDA distances (M clipped to PSD)."""
-        return self.project(X) @ self._fitted()[3]
+    def _metric(self) -> tuple[np.ndarray, np.ndarray]:
+        _, _, M, L = self._fitted()
+        return M, L
 
     def save(self, path: str | Path) -> None:
         """Write the model to one .npz, atomically."""
