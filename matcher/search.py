@@ -15,7 +15,10 @@ from storage.vector_index import VectorIndex
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked result: gallery image id, global similarity, and inliers where re-ranked."""
+    """One ranked result: gallery image id, global similarity, and inliers where re-ranked.
+
+    After re-ranking, `score` of an unverified image is its similarity to the expanded query.
+    """
 
     image_id: int
     score: float

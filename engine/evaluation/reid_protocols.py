@@ -69,6 +69,16 @@ class MarketSplit:
 # ----------------------------------------------------------------------------- VIPeR
 
 
+def _layout_images(folder: Path, suffix: str, dataset: str, layout: str) -> list[Path]:
+    """The `suffix` images of one folder of a dataset layout, sorted; a missing or empty folder is named."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{dataset} layout expects the folder {folder} ({layout})")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix)
+    if not files:
+        raise FileNotFoundError(f"no {suffix} image in {folder}")
+    return files
+
+
 def load_viper(root: str | Path) -> PersonSet:
     """VIPeR from `root/cam_a/NNN_*.bmp` (camid 0) and `root/cam_b/NNN_*.bmp` (camid 1)."""
     root = Path(root)
@@ -76,13 +86,7 @@ def load_viper(root: str | Path) -> PersonSet:
     pids: list[int] = []
     camids: list[int] = []
     for camid, cam in enumerate(("cam_a", "cam_b")):
-        folder = root / cam
-        if not folder.is_dir():
-            raise FileNotFoundError(f"VIPeR layout expects the folder {folder} "
-                                    f"(cam_a/ and cam_b/ holding NNN_*.bmp)")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".bmp")
-        if not files:
-            raise FileNotFoundError(f"no .bmp image in {folder} (expected NNN_*.bmp)")
+        files = _layout_images(root / cam, ".bmp", "VIPeR", "cam_a/ and cam_b/ holding NNN_*.bmp")
         for f in files:
             m = _VIPER_NAME.match(f.name)
             if m is None:
@@ -159,12 +163,8 @@ def parse_market_name(name: str) -> tuple[int, int]:
 
 
 def _load_market_folder(folder: Path) -> PersonSet:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Market-1501 layout expects the folder {folder} "
-                                f"(bounding_box_train/, query/, bounding_box_test/)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".jpg")
-    if not files:
-        raise FileNotFoundError(f"no .jpg image in {folder}")
+    files = _layout_images(folder, ".jpg", "Market-1501",
+                           "bounding_box_train/, query/, bounding_box_test/")
     parsed = [parse_market_name(f.name) for f in files]
     pids = np.array([p for p, _ in parsed], np.int64)
     camids = np.array([c for _, c in parsed], np.int64)
