@@ -8,7 +8,8 @@ whole shortlist, reusing the query's prepared matrix for every candidate.
 A match (i, j) pairs query feature i with candidate feature j, where j is i's nearest neighbour among
 the candidate's features. Lowe's ratio test (IJCV 2004) keeps it when d1 < ratio * d2, with d1, d2
 the Euclidean distances to the nearest and second-nearest neighbour; the mutual check keeps it when i
-is also j's nearest neighbour among the query's features. It is on by default: without it, many
+is also j's nearest neighbour among the query's features; a distance bound keeps it when d1 < bound
+(DELF's reference re-ranking matches this way, with no ratio test). It is on by default: without it, many
 query features matched to one keypoint of a feature-poor candidate gave degenerate homographies
 with up to 40 "inliers" on unrelated Holidays pairs, and it raised the inlier-count mAP of every
 verifier (scripts/bench_matching.py).
@@ -54,17 +55,21 @@ def select_matches(
     d2_sq: np.ndarray,
     ratio: float | None,
     mutual: np.ndarray | None = None,
+    distance_bound: float | None = None,
 ) -> np.ndarray:
-    """Turn per-query nearest neighbours into (M, 2) matches under the ratio and mutual tests.
+    """Turn per-query nearest neighbours into (M, 2) matches under the ratio, mutual and bound tests.
 
     nn1: (Nq,) index of each query feature's nearest candidate feature, -1 for none; d1_sq, d2_sq:
     squared distances to the nearest and second-nearest (inf when there is none); mutual: (Nq,)
-    bool, whether the query feature is in turn its nearest's nearest; given to apply the check.
+    bool, whether the query feature is in turn its nearest's nearest; given to apply the check;
+    distance_bound: keep only matches nearer than this (None: no bound).
     """
     keep = nn1 >= 0
     if ratio is not None:
         # squared distances avoid a sqrt per feature; d1 < r d2  <=>  d1^2 < r^2 d2^2
         keep &= d1_sq < (ratio * ratio) * d2_sq
+    if distance_bound is not None:
+        keep &= d1_sq < distance_bound * distance_bound
     if mutual is not None:
         keep &= mutual
     rows = np.flatnonzero(keep)
@@ -81,22 +86,29 @@ def match_kdtree(
     ratio: float | None = 0.8,
     mutual: bool = True,
     workers: int = 1,
+    distance_bound: float | None = None,
 ) -> np.ndarray:
-    """Exact nearest neighbours with a KD-tree on the candidate; returns (M, 2) int64 index pairs."""
+    """Exact nearest neighbours with a KD-tree on the candidate; returns (M, 2) int64 index pairs.
+
+    With `distance_bound` the tree search itself is bounded (scipy's `distance_upper_bound`, as
+    DELF's reference re-ranking does), which prunes most of it.
+    """
     _check_ratio(ratio)
     _check_dims(query, candidate)
     if len(query) == 0 or len(candidate) == 0:
         return _empty_matches()
     qd = np.asarray(query.descriptors, dtype=np.float32)
     cd = np.asarray(candidate.descriptors, dtype=np.float32)
-    dist, idx = cKDTree(cd).query(qd, k=2, workers=workers)
-    # with a single candidate feature the second neighbour is reported as inf, which passes
-    nn1 = idx[:, 0].astype(np.int64)
+    bound = np.inf if distance_bound is None else distance_bound
+    dist, idx = cKDTree(cd).query(qd, k=2, workers=workers, distance_upper_bound=bound)
+    # a missing neighbour (beyond the bound, or a single candidate feature) is reported as
+    # index len(cd) at distance inf; an infinite second distance passes the ratio test
+    nn1 = np.where(idx[:, 0] < len(cd), idx[:, 0], -1).astype(np.int64)
     is_mutual = None
     if mutual:
         back = cKDTree(qd).query(cd, k=1, workers=workers)[1]
-        is_mutual = back[nn1] == np.arange(len(nn1))
-    return select_matches(nn1, dist[:, 0] ** 2, dist[:, 1] ** 2, ratio, is_mutual)
+        is_mutual = back[np.maximum(nn1, 0)] == np.arange(len(nn1))
+    return select_matches(nn1, dist[:, 0] ** 2, dist[:, 1] ** 2, ratio, is_mutual, distance_bound)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,12 +128,14 @@ class Neighbours:
     d2_sq: np.ndarray  # (Nq,) squared distance to the second nearest (inf if there is none)
     mutual: np.ndarray | None  # (Nq,) bool: the nearest's nearest is this feature; None: not computed
 
-    def matches(self, ratio: float | None, mutual: bool) -> np.ndarray:
-        """(M, 2) index pairs that pass the ratio test and, if asked, the mutual check."""
+    def matches(
+        self, ratio: float | None, mutual: bool, distance_bound: float | None = None
+    ) -> np.ndarray:
+        """(M, 2) index pairs that pass the ratio test and, if asked, the mutual check and bound."""
         if mutual and self.mutual is None:
             raise ValueError("mutual check asked for but it was not computed")
         return select_matches(self.nn1, self.d1_sq, self.d2_sq, ratio,
-                              self.mutual if mutual else None)
+                              self.mutual if mutual else None, distance_bound)
 
 
 class _PreparedQuery:
@@ -231,16 +245,20 @@ def match_pairs(
     ratio: float | None = 0.8,
     mutual: bool = True,
     workers: int = 1,
+    distance_bound: float | None = None,
 ) -> list[np.ndarray]:
     """Match one query against many candidates; one (M, 2) int64 array of index pairs per candidate.
 
-    ratio=None switches the ratio test off. workers: threads of the KD-tree search, or the cap on
-    BLAS threads during brute force; -1 means all cores for the KD-tree and no cap on BLAS.
+    ratio=None switches the ratio test off; distance_bound (None: off) drops matches at that
+    descriptor distance or farther. workers: threads of the KD-tree search, or the cap on BLAS
+    threads during brute force; -1 means all cores for the KD-tree and no cap on BLAS.
     """
     if method not in METHODS:
         raise ValueError(f"unknown matching method {method!r}; valid: {', '.join(METHODS)}")
     _check_ratio(ratio)
+    if distance_bound is not None and distance_bound <= 0:
+        raise ValueError(f"distance_bound must be > 0 or None, got {distance_bound}")
     if method == "kdtree":
-        return [match_kdtree(query, c, ratio, mutual, workers) for c in candidates]
+        return [match_kdtree(query, c, ratio, mutual, workers, distance_bound) for c in candidates]
     nbs = brute_neighbours(query, candidates, mutual, threads=workers if workers > 0 else None)
-    return [nb.matches(ratio, mutual) for nb in nbs]
+    return [nb.matches(ratio, mutual, distance_bound) for nb in nbs]

@@ -1,30 +1,41 @@
-"""Geometric verification of putative matches: robust homography or fundamental-matrix fitting.
+"""Geometric verification of putative matches: robust homography, fundamental-matrix or affine fitting.
 
-Two estimators: DEGENSAC (Chum, Werner & Matas, CVPR 2005; `pydegensac`), RANSAC that detects a
-dominant plane while fitting F, and OpenCV's USAC with MAGSAC++ scoring (Barath et al., CVPR 2020),
-which marginalises over the noise scale up to the threshold. The number of inliers is the
-re-ranking score. Both are seeded, so one input gives one answer.
+Three estimators: DEGENSAC (Chum, Werner & Matas, CVPR 2005; `pydegensac`), RANSAC that detects a
+dominant plane while fitting F; OpenCV's USAC with MAGSAC++ scoring (Barath et al., CVPR 2020),
+which marginalises over the noise scale up to the threshold; and plain RANSAC from scikit-image,
+which DELF's reference re-ranking uses to fit an affine map (`ransac` + `affine`). The number of
+inliers is the re-ranking score. All are seeded, so one input gives one answer.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 import pydegensac
+from skimage.measure import ransac as skimage_ransac
+from skimage.transform import AffineTransform, ProjectiveTransform
 
 logger = logging.getLogger(__name__)
 
-Verifier = Literal["degensac", "magsac"]
-Model = Literal["homography", "fundamental"]
-VERIFIERS: tuple[str, ...] = ("degensac", "magsac")
-MODELS: tuple[str, ...] = ("homography", "fundamental")
+Verifier = Literal["degensac", "magsac", "ransac"]
+Model = Literal["homography", "fundamental", "affine"]
+VERIFIERS: tuple[str, ...] = ("degensac", "magsac", "ransac")
+MODELS: tuple[str, ...] = ("homography", "fundamental", "affine")
+# the models each estimator fits
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "degensac": ("homography", "fundamental"),
+    "magsac": ("homography", "fundamental", "affine"),
+    "ransac": ("homography", "affine"),
+}
 # fewest matches each model is fitted to: 4-point H; F is 7-point, but pydegensac refuses fewer
-# than 8 and the same floor keeps the two verifiers comparable
-MIN_SAMPLE: dict[str, int] = {"homography": 4, "fundamental": 8}
+# than 8 and the same floor keeps the verifiers comparable; an affine map needs 3 points, and
+# DELF's reference asks for more than 3 matches before it runs RANSAC
+MIN_SAMPLE: dict[str, int] = {"homography": 4, "fundamental": 8, "affine": 4}
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ def _check_args(method: str, model: str, threshold_px: float, confidence: float)
         raise ValueError(f"unknown verifier {method!r}; valid: {', '.join(VERIFIERS)}")
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
+    if model not in SUPPORTED[method]:
+        raise ValueError(f"{method} does not fit {model}; it fits {', '.join(SUPPORTED[method])}")
     if threshold_px <= 0:
         raise ValueError(f"threshold_px must be > 0, got {threshold_px}")
     if not 0.0 < confidence < 1.0:
@@ -88,7 +101,27 @@ def _magsac(
     # random state (0), so OpenCV's answer is reproducible without passing a seed.
     if model == "homography":
         return cv2.findHomography(pq, pc, cv2.USAC_MAGSAC, threshold_px, None, max_iters, confidence)
+    if model == "affine":
+        fitted, mask = cv2.estimateAffine2D(pq, pc, method=cv2.USAC_MAGSAC,
+                                            ransacReprojThreshold=threshold_px,
+                                            maxIters=max_iters, confidence=confidence)
+        return (None if fitted is None else np.vstack([fitted, [0.0, 0.0, 1.0]])), mask
     return cv2.findFundamentalMat(pq, pc, cv2.USAC_MAGSAC, threshold_px, confidence, max_iters)
+
+
+def _skimage_ransac(
+    pq: np.ndarray, pc: np.ndarray, model: str, threshold_px: float, max_iters: int, seed: int,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    # DELF's reference: scikit-image RANSAC, minimal samples, a fixed number of trials (no early
+    # stop on confidence), residual = distance between the mapped query point and its match
+    model_class = AffineTransform if model == "affine" else ProjectiveTransform
+    with warnings.catch_warnings():  # "No inliers found" is an answer (zero), not a problem
+        warnings.simplefilter("ignore", UserWarning)
+        fitted, mask = skimage_ransac((pq, pc), model_class, min_samples=3 if model == "affine" else 4,
+                                      residual_threshold=threshold_px, max_trials=max_iters,
+                                      rng=seed)
+    # scikit-image reports a failed fit as None or (since 0.26) a falsy FailedEstimation
+    return (fitted.params if fitted else None), mask
 
 
 def verify(
@@ -109,7 +142,8 @@ def verify(
     Fewer matches than the model's minimal sample or than `min_matches`, or an estimator that
     finds no model, give zero inliers without an error. A re-ranker that ignores candidates below
     k inliers can pass min_matches=k to skip fitting those it would ignore anyway. `seed` drives
-    DEGENSAC; OpenCV's MAGSAC is deterministic by construction.
+    DEGENSAC and scikit-image's RANSAC; OpenCV's MAGSAC is deterministic by construction. The
+    affine model is mapped to a 3x3 matrix with last row (0, 0, 1).
 
     Defaults from scripts/bench_matching.py on Holidays (400 px wide): DEGENSAC homographies gave
     the best inlier-count mAP of the fast settings; 8 px beat 2 and 4 px (many scenes are not
@@ -123,8 +157,10 @@ def verify(
     try:
         if method == "degensac":
             fitted, mask = _degensac(pq, pc, model, threshold_px, confidence, max_iters, seed)
-        else:
+        elif method == "magsac":
             fitted, mask = _magsac(pq, pc, model, threshold_px, confidence, max_iters)
+        else:
+            fitted, mask = _skimage_ransac(pq, pc, model, threshold_px, max_iters, seed)
     except cv2.error as err:
         # OpenCV raises on degenerate samples (all points collinear or coincident)
         logger.debug("%s %s failed on %d matches: %s", method, model, n, err)
@@ -139,6 +175,6 @@ def verify(
 def _normalise(fitted: np.ndarray, model: str) -> np.ndarray:
     """Fix the free scale: h33 = 1 for a homography (as OpenCV does), unit Frobenius norm for F."""
     fitted = np.asarray(fitted, dtype=np.float64).reshape(3, 3)
-    if model == "homography" and abs(fitted[2, 2]) > 1e-12:
+    if model in ("homography", "affine") and abs(fitted[2, 2]) > 1e-12:
         return fitted / fitted[2, 2]
     return fitted / np.linalg.norm(fitted)

@@ -44,7 +44,7 @@ from indexer.extractors.delg_torch import (
 )
 from indexer.features import LocalFeatures
 from indexer.images import discover_images, read_image
-from matcher.rerank import RerankConf
+from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
 from matcher.search import Searcher
 from storage.feature_store import FeatureStore
 from storage.vector_index import VectorIndex
@@ -154,7 +154,8 @@ def holidays_map(feats: list[tuple[np.ndarray, LocalFeatures]], names: list[str]
 
 
 def evaluate(folder: Path, pyramids: list[list[ScaleMaps]], conf: dict[str, Any],
-             stores: list[str], reranks: list[bool]) -> list[dict[str, Any]]:
+             stores: list[str], reranks: list[bool], rerank_conf: RerankConf
+             ) -> list[dict[str, Any]]:
     """Stage 3: every (store, rerank) combination for one extractor configuration."""
     start = time.perf_counter()
     feats = describe_all(pyramids, conf)
@@ -164,8 +165,9 @@ def evaluate(folder: Path, pyramids: list[list[ScaleMaps]], conf: dict[str, Any]
     results = []
     for store in stores:
         for rerank in reranks:
-            row = holidays_map(feats, names, store, rerank, RerankConf())
-            row.update({"heads": str(conf["heads"]), "local_scales": conf["local_scales"],
+            row = holidays_map(feats, names, store, rerank, rerank_conf)
+            row.update({"rerank_conf": rerank_conf.name, "threshold_px": rerank_conf.threshold_px,
+                        "heads": str(conf["heads"]), "local_scales": conf["local_scales"],
                         "global_scales": conf["global_scales"], "local_per_image": n_local,
                         "heads_seconds_per_image": round(heads_seconds / len(feats), 3)})
             print(json.dumps(row), flush=True)
@@ -173,7 +175,7 @@ def evaluate(folder: Path, pyramids: list[list[ScaleMaps]], conf: dict[str, Any]
     return results
 
 
-def engine_check(folder: Path, work: Path, conf: dict[str, Any]) -> None:
+def engine_check(folder: Path, work: Path, conf: dict[str, Any], rerank_conf: RerankConf) -> None:
     """Stage 4: the product path (full extraction through Engine.index_folder)."""
     from engine.core import Engine
     from engine.evaluation.retrieval import rank_gallery
@@ -190,7 +192,7 @@ def engine_check(folder: Path, work: Path, conf: dict[str, Any]) -> None:
     queries = holidays_ground_truth(names)
     position = {image_id: k for k, image_id in enumerate(ids)}
     for rerank in (False, True):
-        rankings = rank_gallery(opened, [ids[q.index] for q in queries], RerankConf(), rerank, 100)
+        rankings = rank_gallery(opened, [ids[q.index] for q in queries], rerank_conf, rerank, 100)
         ranks = [np.array([position[i] for i in r]) for r in rankings]
         m = round(100 * mean_average_precision(ranks, queries), 2)
         print(json.dumps({"path": "engine", "rerank": rerank, "mAP": m,
@@ -212,6 +214,10 @@ def main() -> None:
     parser.add_argument("--store", nargs="+", default=["float16"],
                         choices=("float32", "float16", "int8"))
     parser.add_argument("--no-rerank-only", action="store_true")
+    parser.add_argument("--rerank-only", action="store_true")
+    parser.add_argument("--rerank-mode", default="ours", choices=tuple(RERANK_MODES))
+    parser.add_argument("--threshold", type=float, default=None, help="verifier threshold (px)")
+    parser.add_argument("--min-inliers", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -221,14 +227,16 @@ def main() -> None:
         fit(args.folder, args.work, args.layer, args.dim, args.shrinkage)
     pyramids = [load_pyramid(args.work, p) for p in image_paths(args.folder)] if (
         args.stage == "eval") else []
+    rerank_conf = rerank_mode(args.rerank_mode, threshold_px=args.threshold,
+                              min_inliers=args.min_inliers)
     for heads in args.heads:
         conf = {"heads": str(heads), "local_scales": tuple(args.local_scales),
                 "global_scales": tuple(args.global_scales)}
         if args.stage == "eval":
-            reranks = [False] if args.no_rerank_only else [False, True]
-            evaluate(args.folder, pyramids, conf, args.store, reranks)
+            reranks = [False] if args.no_rerank_only else [True] if args.rerank_only else [False, True]
+            evaluate(args.folder, pyramids, conf, args.store, reranks, rerank_conf)
         elif args.stage == "engine":
-            engine_check(args.folder, args.work, conf)
+            engine_check(args.folder, args.work, conf, rerank_conf)
 
 
 if __name__ == "__main__":

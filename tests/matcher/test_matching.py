@@ -56,6 +56,31 @@ def test_single_candidate_feature_passes_ratio_test() -> None:
         assert as_set(match(q, c, ratio=0.8, mutual=False)) == {(0, 0), (1, 0)}
 
 
+def test_distance_bound_by_hand() -> None:
+    # DELF's matching: nearest neighbour nearer than the bound, no ratio test
+    q = feats([[0.0, 0.0], [5.0, 0.0]])
+    c = feats([[0.5, 0.0], [0.6, 0.0]])
+    for method in ("brute", "kdtree"):
+        (m,) = match_pairs(q, [c], method, ratio=None, mutual=False, distance_bound=0.9)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(m, [[0, 0]])  # query 1 is 4.4 away: dropped
+        (m,) = match_pairs(q, [c], method, ratio=None, mutual=False, distance_bound=0.5)  # type: ignore[arg-type]
+        assert len(m) == 0  # 0.5 is not nearer than 0.5
+    with pytest.raises(ValueError, match="distance_bound"):
+        match_pairs(q, [c], distance_bound=0.0)
+
+
+@pytest.mark.parametrize("bound", [4.0, 6.0])
+@pytest.mark.parametrize("mutual", [False, True])
+def test_bounded_kdtree_equals_bounded_brute_force(bound: float, mutual: bool) -> None:
+    rng = np.random.default_rng(2)
+    q, c = random_feats(rng, 300), random_feats(rng, 200)
+    c.descriptors[:50] = q.descriptors[100:150] + 0.05 * rng.normal(size=(50, 32))
+    (brute,) = match_pairs(q, [c], "brute", None, mutual, distance_bound=bound)
+    (kd,) = match_pairs(q, [c], "kdtree", None, mutual, distance_bound=bound)
+    np.testing.assert_array_equal(brute, kd)
+    assert {(100 + k, k) for k in range(50)} <= as_set(brute) and 50 <= len(brute) < len(q)
+
+
 @pytest.mark.parametrize("ratio", [0.7, 0.9, None])
 @pytest.mark.parametrize("mutual", [False, True])
 def test_kdtree_equals_brute_force_on_random_data(ratio: float | None, mutual: bool) -> None:

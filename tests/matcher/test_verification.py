@@ -9,9 +9,7 @@ from skimage import data
 
 from indexer.extractors.sift import rootsift
 from matcher.matching import match_pairs
-from matcher.verification import Verification, verify
-
-VERIFIERS = ["degensac", "magsac"]
+from matcher.verification import SUPPORTED, VERIFIERS, Verification, verify
 
 # a mild perspective warp: rotation, scale, shear and a little keystone
 H_TRUE = np.array([[0.9, -0.15, 40.0], [0.12, 0.95, 10.0], [2e-4, -1e-4, 1.0]])
@@ -74,9 +72,13 @@ def unrelated_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a.keypoints, b.keypoints, matches
 
 
-@pytest.mark.parametrize("method", VERIFIERS)
-@pytest.mark.parametrize(("model", "threshold", "most"), [("homography", 4.0, 15),
-                                                          ("fundamental", 1.0, 40)])
+@pytest.mark.parametrize(("method", "model", "threshold", "most"), [
+    (method, model, threshold, most)
+    for method in VERIFIERS
+    for model, threshold, most in (("homography", 4.0, 15), ("fundamental", 1.0, 40),
+                                   ("affine", 4.0, 15))
+    if model in SUPPORTED[method]
+])
 def test_unrelated_images_have_few_inliers(
     unrelated_pair: tuple[np.ndarray, np.ndarray, np.ndarray], method: str, model: str,
     threshold: float, most: int,
@@ -116,7 +118,11 @@ def two_view(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, 
     return x1[:, :2] / x1[:, 2:], x2[:, :2] / x2[:, 2:], F / np.linalg.norm(F)
 
 
-@pytest.mark.parametrize("method", VERIFIERS)
+FITS_F = [m for m in VERIFIERS if "fundamental" in SUPPORTED[m]]
+FITS_AFFINE = [m for m in VERIFIERS if "affine" in SUPPORTED[m]]
+
+
+@pytest.mark.parametrize("method", FITS_F)
 def test_fundamental_matrix_of_a_3d_scene(method: str) -> None:
     rng = np.random.default_rng(1)
     p, q, F_true = two_view(rng, 300)
@@ -131,9 +137,28 @@ def test_fundamental_matrix_of_a_3d_scene(method: str) -> None:
     assert np.median(sampson(F_true, clean_p[:200], clean_q[:200])) < 1e-6
 
 
-@pytest.mark.parametrize("method", VERIFIERS)
-@pytest.mark.parametrize(("model", "n"), [("homography", 0), ("homography", 3),
-                                          ("fundamental", 7), ("fundamental", 0)])
+@pytest.mark.parametrize("method", FITS_AFFINE)
+def test_recovers_an_affine_map_among_outliers(method: str) -> None:
+    rng = np.random.default_rng(5)
+    A = np.array([[0.8, -0.3, 40.0], [0.25, 1.1, -15.0], [0.0, 0.0, 1.0]])
+    src = rng.uniform(0, 400, (150, 2))
+    dst = apply_h(A, src) + rng.normal(0, 0.5, (150, 2))
+    dst[100:] = rng.uniform(0, 400, (50, 2))  # a third are outliers
+    result = verify(src, dst, identity_matches(150), method, "affine",  # type: ignore[arg-type]
+                    threshold_px=3.0)
+    assert 95 <= result.inliers <= 105
+    assert result.inlier_mask[:100].mean() > 0.95 and result.inlier_mask[100:].mean() < 0.1
+    assert result.model is not None
+    np.testing.assert_allclose(result.model, A, atol=0.5)
+
+
+@pytest.mark.parametrize(("method", "model", "n"), [
+    (method, model, n)
+    for method in VERIFIERS
+    for model, n in (("homography", 0), ("homography", 3), ("fundamental", 7), ("fundamental", 0),
+                     ("affine", 3), ("affine", 0))
+    if model in SUPPORTED[method]
+])
 def test_too_few_matches_give_zero(method: str, model: str, n: int) -> None:
     rng = np.random.default_rng(2)
     pts = rng.uniform(0, 100, (10, 2))
@@ -174,10 +199,14 @@ def test_deterministic(method: str) -> None:
 
 def test_bad_arguments_name_the_culprit() -> None:
     pts = np.zeros((5, 2))
-    with pytest.raises(ValueError, match="valid: degensac, magsac"):
-        verify(pts, pts, identity_matches(5), "ransac")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="valid: homography, fundamental"):
-        verify(pts, pts, identity_matches(5), model="affine")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="valid: degensac, magsac, ransac"):
+        verify(pts, pts, identity_matches(5), "lmeds")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="valid: homography, fundamental, affine"):
+        verify(pts, pts, identity_matches(5), model="similarity")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="degensac does not fit affine"):
+        verify(pts, pts, identity_matches(5), "degensac", "affine")
+    with pytest.raises(ValueError, match="ransac does not fit fundamental"):
+        verify(pts, pts, identity_matches(5), "ransac", "fundamental")
     with pytest.raises(ValueError, match="out of range"):
         verify(pts, pts, identity_matches(6))
     with pytest.raises(ValueError, match=r"\(M, 2\)"):
