@@ -113,6 +113,8 @@ def select_local_features(
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     descriptors = np.asarray(descriptors, dtype=np.float32)
+    if descriptors.ndim != 2 and descriptors.size:  # (N, D) as exported; flatten anything else
+        descriptors = descriptors.reshape(len(descriptors), -1)
     if not len(boxes) == len(scores) == len(descriptors):
         raise ValueError(
             f"model returned {len(boxes)} boxes, {len(scores)} scores, {len(descriptors)} features"
@@ -123,7 +125,7 @@ def select_local_features(
     keypoints = (centres_yx / np.asarray(scale_factors, dtype=np.float32))[:, ::-1]
     return LocalFeatures(
         np.ascontiguousarray(keypoints, dtype=np.float32),
-        l2_normalize(descriptors[keep].reshape(len(keep), -1), axis=1),
+        l2_normalize(descriptors[keep], axis=1),  # (0, D) when nothing passes the threshold
         scores[keep],
     )
 

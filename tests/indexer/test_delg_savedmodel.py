@@ -266,6 +266,14 @@ def test_select_local_features_by_hand() -> None:
     np.testing.assert_allclose(out.scores, [3, 2])
 
 
+def test_no_feature_above_the_threshold_gives_empty_features() -> None:
+    none = select_local_features(np.zeros((0, 4)), np.zeros((0, 40)), np.zeros(0), np.ones(2), 0.5, 10)
+    assert len(none) == 0 and none.descriptors.shape == (0, 40)
+    weak = select_local_features(np.zeros((2, 4)), np.ones((2, 40)), np.array([0.1, 0.2]),
+                                 np.ones(2), 0.5, 10)
+    assert len(weak) == 0 and weak.descriptors.shape == (0, 40)
+
+
 def test_pool_global_descriptors_by_hand() -> None:
     # rows normalise to (1, 0) and (0.6, 0.8); the sum (1.6, 0.8) normalises to (2, 1) / sqrt(5)
     out = pool_global_descriptors(np.array([[2.0, 0.0], [3.0, 4.0]]))
