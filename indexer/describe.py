@@ -59,21 +59,39 @@ class Describer:
         return self.describe_batch([image])[0]
 
 
-def to_arrays(desc: Description) -> dict[str, np.ndarray]:
-    """Arrays for the feature store; local descriptors as float16 (half the bytes, same ranking)."""
+LOCAL_DTYPES = ("float32", "float16", "int8")
+INT8_SCALE = 127.0
+
+
+def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.ndarray]:
+    """Arrays for the feature store; local descriptors as `local_dtype`.
+
+    float16 halves float32's bytes with no change in ranking; int8 (components x 127, rounded)
+    quarters them and is meant for unit-norm descriptors (DELG's), whose components lie in [-1, 1].
+    """
+    if local_dtype not in LOCAL_DTYPES:
+        raise ValueError(f"unknown local descriptor type {local_dtype!r}; valid: {LOCAL_DTYPES}")
     arrays = {"global": desc.global_vector.astype(np.float32)}
     if desc.local is not None:
         arrays["keypoints"] = desc.local.keypoints.astype(np.float32)
-        arrays["descriptors"] = desc.local.descriptors.astype(np.float16)
+        arrays["descriptors"] = _encode(desc.local.descriptors, local_dtype)
         if desc.local.scores is not None:
             arrays["scores"] = desc.local.scores.astype(np.float32)
     return arrays
 
 
+def _encode(descriptors: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype != "int8":
+        return descriptors.astype(dtype)
+    peak = float(np.abs(descriptors).max(initial=0.0))
+    if peak > 1.0 + 1e-3:
+        raise ValueError(f"int8 storage needs descriptor components in [-1, 1], found {peak:.3f}")
+    return np.clip(np.round(descriptors * INT8_SCALE), -127, 127).astype(np.int8)
+
+
 def local_from_arrays(arrays: dict[str, np.ndarray]) -> LocalFeatures:
     """Local features back from the feature store (descriptors as float32)."""
-    return LocalFeatures(
-        arrays["keypoints"],
-        arrays["descriptors"].astype(np.float32),
-        arrays.get("scores"),
-    )
+    descriptors = arrays["descriptors"].astype(np.float32)
+    if arrays["descriptors"].dtype == np.int8:
+        descriptors /= INT8_SCALE
+    return LocalFeatures(arrays["keypoints"], descriptors, arrays.get("scores"))

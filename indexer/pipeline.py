@@ -4,11 +4,19 @@ Crash safety rests on one rule: an image row is INDEXED in SQL only after its ve
 FAISS file and its features are in the store. Rows are created PENDING first (which gives them their
 ids), work is checkpointed (FAISS saved, then SQL committed), and every run starts by reconciling the
 three stores, so a run killed at any point is finished by the next one with nothing duplicated.
+
+A landmark gallery whose configuration asks for it (`"whitening"`) learns PCA-whitening from its own
+stored global vectors once it holds enough images, and learns it again each time it has grown by
+the configured factor; the FAISS index is then rebuilt from the stored raw vectors. The switch is
+two-phase: the new index is written under a name tied to the new projection, the configuration is
+committed, and only then is the index moved into place, so a run killed in between is rolled
+forward (or back) by `finish_projection_switch`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from indexer.describe import Describer, to_arrays
 from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
+from indexer.projections import pca_whitening
 from indexer.projections.gallery import Projector, load_projector
 from storage.feature_store import FeatureStore
 from storage.gallery_files import GalleryFiles
@@ -32,6 +41,14 @@ from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, utc
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
+
+WHITENING_DEFAULTS: dict[str, Any] = {
+    "min_images": 300,  # no whitening below this: raw global vectors (fewer over-fit it)
+    "refit_growth": 1.5,  # learn it again once the gallery is this many times larger
+    "dim": None,  # components kept (None: all the data supports, min(N - 1, D))
+    "shrinkage": 1.0,  # eigenvalue floor, x their mean (see pca_whitening.fit)
+    "max_sample": 20000,  # vectors it is learned from, at most
+}
 
 
 class EmptyFolderError(ValueError):
@@ -182,8 +199,9 @@ def _process_batch(
     if not good:
         return
     descriptions = describer.describe_batch([im for _, im in good])
+    local_dtype = (describer.config.get("store") or {}).get("local", "float16")
     for (task, _), desc in zip(good, descriptions, strict=True):
-        store.put(task.image_id, to_arrays(desc))
+        store.put(task.image_id, to_arrays(desc, local_dtype))
     ids = np.array([t.image_id for t, _ in good], dtype=np.int64)
     vectors = np.stack([d.global_vector for d in descriptions])
     index.add(ids, projector(vectors) if projector else vectors)
@@ -216,7 +234,11 @@ def index_folder(
     summary = IndexSummary(gallery=gallery.name)
     started = time.monotonic()
     with files.write_lock(), sessions() as session:
-        gallery = session.merge(gallery)
+        fresh = session.get(Gallery, gallery.id)  # the stored row, not the caller's (maybe stale) copy
+        if fresh is None:
+            raise ValueError(f"gallery {gallery.name!r} does not exist")
+        gallery = fresh
+        finish_projection_switch(files, gallery.config)
         gallery.root = str(folder)
         run = IndexRun(gallery_id=gallery.id, root=str(folder), status=RunStatus.RUNNING)
         session.add(run)
@@ -245,6 +267,8 @@ def index_folder(
                 _prune(session, gone, index, store, summary)
             _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size,
                        projector)
+            checkpoint(force=True)  # what was indexed is safe before the whitening is learned
+            checkpoint.index = index = refresh_whitening(session, gallery, files, index)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -293,16 +317,91 @@ def _finish(run: IndexRun, summary: IndexSummary, checkpoint: _Checkpointer) -> 
     checkpoint(force=True)
 
 
-def rebuild_index(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:
-    """Rebuild the gallery's FAISS index from the raw vectors in its feature store (no extraction).
+def refresh_whitening(
+    session: Session, gallery: Gallery, files: GalleryFiles, index: VectorIndex
+) -> VectorIndex:
+    """Learn the gallery's PCA-whitening again if its configuration asks and it has grown enough.
 
-    Used when the projection changes; the new index replaces the old one atomically.
+    Returns the index to use from now on (the same one when nothing was learned).
     """
+    if not gallery.config.get("whitening"):
+        return index
+    spec = {**WHITENING_DEFAULTS, **gallery.config["whitening"]}
+    ids = index.ids()
+    fitted_on = int((gallery.config.get("projection") or {}).get("images", 0))
+    if len(ids) < spec["min_images"] or (fitted_on and len(ids) < spec["refit_growth"] * fitted_on):
+        return index
+    sample = ids
+    if len(ids) > spec["max_sample"]:
+        sample = np.random.default_rng(0).choice(ids, spec["max_sample"], replace=False)
+    store = files.features()
+    raw = np.stack([store.get(int(i))["global"] for i in sample]).astype(np.float32)
+    model = pca_whitening.fit(raw, spec["dim"], whiten=True, shrinkage=spec["shrinkage"])
+    name = f"whitening-{time.time_ns()}.npz"
+    model.save(files.path(name))
+    log.info("learned PCA-whitening of %s from %d global vectors (%d dims)", gallery.name,
+             len(sample), model.projection.shape[0])
+    projection = {"kind": pca_whitening.PCAWhitening.kind, "file": name, "images": len(ids)}
+    old = (gallery.config.get("projection") or {}).get("file")
+    new_index = switch_projection(session, gallery, files, {**gallery.config, "projection": projection},
+                                  ids.tolist())
+    if old and old != name:
+        files.path(old).unlink(missing_ok=True)
+    return new_index
+
+
+def pending_index_path(files: GalleryFiles, config: dict[str, Any]) -> Path | None:
+    """Where an index rebuilt for the configuration's projection waits to be moved into place."""
+    spec = config.get("projection")
+    return files.path(f"{files.index_path.name}.{Path(spec['file']).stem}") if spec else None
+
+
+def switch_projection(
+    session: Session, gallery: Gallery, files: GalleryFiles, config: dict[str, Any], ids: list[int]
+) -> VectorIndex:
+    """Give the gallery configuration `config` (a new projection) and an index rebuilt to match."""
+    pending = pending_index_path(files, config)
+    assert pending is not None
+    index = _project_stored(files, config, ids)
+    index.save(pending)
+    gallery.config = config
+    session.commit()
+    _move_into_place(pending, files.index_path)
+    return index
+
+
+def _move_into_place(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+
+
+def finish_projection_switch(files: GalleryFiles, config: dict[str, Any]) -> None:
+    """Complete a projection switch that was cut short: an index rebuilt for the committed
+    projection is moved into place; one rebuilt for a projection never committed is dropped."""
+    pending = pending_index_path(files, config)
+    for leftover in files.root.glob(f"{files.index_path.name}.*"):
+        if leftover == pending:
+            log.info("finishing an interrupted projection switch: %s", leftover.name)
+            _move_into_place(leftover, files.index_path)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _project_stored(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:
+    """A new index of the stored raw global vectors of `ids`, through the config's projection."""
     store = files.features()
     projector = load_projector(config, files.root)
     raw = np.stack([store.get(i)["global"] for i in ids]).astype(np.float32)
     vectors = projector(raw) if projector else raw
     index = VectorIndex(vectors.shape[1], config["metric"])
     index.add(np.asarray(ids, dtype=np.int64), vectors)
+    return index
+
+
+def rebuild_index(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:
+    """Rebuild the gallery's FAISS index from the raw vectors in its feature store (no extraction).
+
+    Used when the vectors no longer fit the index; the new index replaces the old one atomically.
+    """
+    index = _project_stored(files, config, ids)
     index.save(files.index_path)
     return index

@@ -1,7 +1,9 @@
-"""A gallery's learned projection (XQDA, kernel XQDA): raw descriptors -> the vectors FAISS holds.
+"""A gallery's learned projection: raw descriptors -> the vectors FAISS holds.
 
-Raw descriptors stay in the feature store, so a projection can be re-learned and the index rebuilt
-without extracting anything again.
+Person galleries learn XQDA or kernel XQDA from labelled identities (`tansaku train-projection`);
+landmark galleries learn PCA-whitening from their own global vectors, without labels, as they are
+indexed. Raw descriptors stay in the feature store, so a projection can be re-learned and the
+index rebuilt without extracting anything again.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from typing import Any
 import numpy as np
 
 from indexer.projections.kxqda import KXQDA
+from indexer.projections.pca_whitening import PCAWhitening
 from indexer.projections.xqda import XQDA
 
+# learned from labelled identities (train-projection)
 PROJECTIONS: dict[str, type[XQDA] | type[KXQDA]] = {"xqda": XQDA, "kxqda": KXQDA}
+# everything a gallery may hold
+LOADERS: dict[str, type[XQDA] | type[KXQDA] | type[PCAWhitening]] = {
+    **PROJECTIONS, PCAWhitening.kind: PCAWhitening,
+}
 PROJECTION_FILE = "projection.npz"
 
 Projector = Callable[[np.ndarray], np.ndarray]
@@ -38,7 +46,7 @@ def load_projector(config: dict[str, Any], gallery_root: Path) -> Projector | No
     spec = config.get("projection")
     if not spec:
         return None
-    model = PROJECTIONS[spec["kind"]].load(gallery_root / spec["file"])
+    model = LOADERS[spec["kind"]].load(gallery_root / spec["file"])
     if spec.get("normalizer_mean"):
         from indexer.extractors.gog import GOGNormalizer
 

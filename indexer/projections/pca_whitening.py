@@ -5,11 +5,17 @@ With whitening the projected components have unit variance, which is what DELG's
 layer starts from before any training; without it the projection is plain PCA, which stands in
 for DELG's autoencoder until that is trained. The affine map is what a linear layer holds, so a
 fitted model converts to a `nn.Linear` / 1x1 conv weight and bias (`as_affine`).
+
+A landmark gallery can also hold a whitening as its projection (`embed`: whitened, then
+L2-normalised for inner-product search), learned from its own stored global vectors and refreshed
+as it grows (`indexer.pipeline`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,12 +28,35 @@ class PCAWhitening:
     projection: np.ndarray  # (d, D)
     eigenvalues: np.ndarray  # (d,) variance of each kept component before whitening
 
+    kind: ClassVar[str] = "pca-whitening"
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Project descriptors (N, D) -> (N, d), float32."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.mean.shape[0]:
             raise ValueError(f"expected (N, {self.mean.shape[0]}) descriptors, got {x.shape}")
         return ((x - self.mean) @ self.projection.T).astype(np.float32)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Project descriptors (N, D) and L2-normalise the rows: vectors for inner-product search."""
+        y = self.apply(x)
+        norms = np.linalg.norm(y, axis=1, keepdims=True)
+        return (y / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Write to one .npz, atomically."""
+        from indexer.projections.xqda import save_npz_atomic
+
+        save_npz_atomic(path, kind=np.array(self.kind), mean=self.mean, projection=self.projection,
+                        eigenvalues=self.eigenvalues)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PCAWhitening:
+        """Read a file written by `save`."""
+        from indexer.projections.xqda import load_npz
+
+        a = load_npz(path, cls.kind)
+        return cls(a["mean"], a["projection"], a["eigenvalues"])
 
     def as_affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(weight (d, D), bias (d,)) of the same map as a linear layer: W x + b."""

@@ -64,3 +64,20 @@ def test_bad_inputs_are_named() -> None:
         pca_whitening.fit(np.zeros((5, 3)), dim=4)
     with pytest.raises(ValueError, match=r"\(N, 6\)"):
         pca_whitening.fit(_correlated(10, 0)).apply(np.zeros((2, 5)))
+
+
+def test_file_round_trip_and_embedding_for_inner_product_search(tmp_path) -> None:
+    x = _correlated(300, 4)
+    model = pca_whitening.fit(x, shrinkage=1.0)
+    model.save(tmp_path / "w.npz")
+    back = pca_whitening.PCAWhitening.load(tmp_path / "w.npz")
+    np.testing.assert_array_equal(back.projection, model.projection)
+    np.testing.assert_array_equal(back.mean, model.mean)
+    y = back.embed(x)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-5)
+    direction = model.apply(x)
+    np.testing.assert_allclose(y, direction / np.linalg.norm(direction, axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    np.savez(tmp_path / "other.npz", kind=np.array("xqda"))
+    with pytest.raises(ValueError, match="not 'pca-whitening'"):
+        pca_whitening.PCAWhitening.load(tmp_path / "other.npz")

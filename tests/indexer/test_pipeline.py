@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from indexer import pipeline
 from indexer.describe import Description
 from indexer.features import LocalFeatures
 from indexer.pipeline import EmptyFolderError, index_folder
 from indexer.profiles import resolve_profile
+from indexer.projections import pca_whitening
 from storage.db import open_database
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus
@@ -28,7 +30,7 @@ class FakeDescriber:
     fail_after: int | None = None
 
     def __init__(self, config: dict[str, Any]) -> None:
-        pass
+        self.config = config
 
     def describe_batch(self, images: list[np.ndarray]) -> list[Description]:
         if FakeDescriber.fail_after is not None and len(FakeDescriber.calls) >= FakeDescriber.fail_after:
@@ -164,3 +166,79 @@ def test_empty_folder_is_an_error(env, tmp_path: Path) -> None:
     (tmp_path / "nothing" / "readme.txt").write_text("no images here")
     with pytest.raises(EmptyFolderError, match="nothing"):
         index_folder(tmp_path / "nothing", gallery, sessions, home, describer_factory=FakeDescriber)
+
+
+def _with_whitening(env, min_images: int) -> None:
+    sessions, gallery, _, _ = env
+    with sessions() as s:
+        row = s.get(Gallery, gallery.id)
+        row.config = {**row.config, "whitening": {"min_images": min_images, "refit_growth": 1.5}}
+        s.commit()
+        gallery.config = row.config
+
+
+def _projection(env) -> dict[str, Any] | None:
+    sessions, gallery, _, _ = env
+    with sessions() as s:
+        return s.get(Gallery, gallery.id).config.get("projection")
+
+
+def test_whitening_is_learned_from_the_gallery_and_relearned_as_it_grows(env) -> None:
+    _with_whitening(env, min_images=5)
+    sessions, gallery, folder, home = env
+    files = GalleryFiles(home, gallery.id)
+    moved = folder.parent / "later"
+    moved.mkdir()
+    for path in sorted(folder.iterdir())[:4]:  # index 4 images first: too few to learn from
+        path.rename(moved / path.name)
+    run(env)
+    assert _projection(env) is None
+    assert VectorIndex.load(files.index_path).dim == 6  # raw vectors
+    (moved / sorted(p.name for p in moved.iterdir())[0]).rename(folder / "extra.jpg")
+    run(env)  # 5 images: learned, index rebuilt in the whitened space (N - 1 = 4 components)
+    first = _projection(env)
+    assert first is not None and first["kind"] == "pca-whitening" and first["images"] == 5
+    index = VectorIndex.load(files.index_path)
+    assert index.dim == 4 and len(index) == 5
+    store = files.features()
+    model = pca_whitening.PCAWhitening.load(files.path(first["file"]))
+    ids = index.ids()
+    raw = np.stack([store.get(int(i))["global"] for i in ids])
+    np.testing.assert_allclose(index.reconstruct(ids.tolist()), model.embed(raw), atol=1e-5)
+    # whitened: the stored vectors' components are decorrelated (before the L2 normalisation)
+    cov = np.cov(model.apply(raw).T)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 1e-6
+    run(env)  # nothing new: nothing learned
+    assert _projection(env) == first
+    for path in list(moved.iterdir()):
+        path.rename(folder / path.name)
+    run(env)  # 8 >= 1.5 x 5: learned again, the old file removed
+    second = _projection(env)
+    assert second["images"] == 8 and second["file"] != first["file"]
+    assert not files.path(first["file"]).exists()
+    assert VectorIndex.load(files.index_path).dim == 6  # min(8 - 1, 6) components
+    assert_consistent(env)
+
+
+def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch) -> None:
+    _with_whitening(env, min_images=5)
+    sessions, gallery, _, home = env
+    files = GalleryFiles(home, gallery.id)
+
+    def killed(src, dst):  # the configuration is committed; the index is not moved yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_move_into_place", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(env)
+    monkeypatch.undo()
+    spec = _projection(env)
+    assert spec is not None
+    pending = pipeline.pending_index_path(files, {"projection": spec})
+    assert pending is not None and pending.exists()
+    assert VectorIndex.load(files.index_path).dim == 6  # still the raw index
+    summary = run(env)  # the next run finishes the switch before anything else
+    assert summary.unchanged == len(SAMPLES)
+    assert not pending.exists()
+    assert VectorIndex.load(files.index_path).dim == 6  # min(8 - 1, 6) components
+    assert_consistent(env)
