@@ -21,6 +21,12 @@ app.add_typer(eval_app, name="eval")
 DbOption = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (default: TANSAKU_DB or "
                                               "an SQLite file in TANSAKU_HOME).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", help="Landmark model of a new gallery: gem-rootsift (default), "
+    "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH.")]
+RerankModeOption = Annotated[str | None, typer.Option(
+    "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's.")]
+VerifierOption = Annotated[str | None, typer.Option(help="degensac, magsac or ransac.")]
 
 
 def _engine(db: str | None) -> Any:
@@ -52,13 +58,14 @@ def index(
     method: Annotated[str | None, typer.Option(
         help="Person descriptor for a new person gallery: lomo, gog, pcb or a fusion like gog+lomo.")
     ] = None,
+    model: ModelOption = None,
     db: DbOption = None,
 ) -> None:
     """Index FOLDER into a gallery: new and changed files are described, unchanged ones skipped."""
     from engine.core import profile_config
 
     summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune,
-                                       config=profile_config(profile, method))
+                                       config=profile_config(profile, method, model))
     for rel, reason in summary.failures:
         typer.echo(f"failed: {rel}: {reason}", err=True)
     typer.echo(
@@ -74,7 +81,8 @@ def query(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results to show.")] = 10,
     shortlist: Annotated[int, typer.Option(help="Global shortlist re-ranked by geometry.")] = 100,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
-    verifier: Annotated[str | None, typer.Option(help="degensac or magsac.")] = None,
+    rerank_mode: RerankModeOption = None,
+    verifier: VerifierOption = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -82,7 +90,7 @@ def query(
     from engine.core import rerank_conf
 
     result = _engine(db).query(image, gallery, top_k=top_k, shortlist=shortlist,
-                               rerank=not no_rerank, conf=rerank_conf(verifier))
+                               rerank=not no_rerank, conf=rerank_conf(rerank_mode, verifier))
     if as_json:
         _emit_json(result.to_json())
         return
@@ -121,16 +129,19 @@ def eval_retrieval(
     fmt: Annotated[str, typer.Option("--format", help="holidays, roxford or rparis.")] = "holidays",
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
     shortlist: Annotated[int, typer.Option(help="Global shortlist re-ranked by geometry.")] = 100,
-    verifier: Annotated[str | None, typer.Option(help="degensac or magsac.")] = None,
+    model: ModelOption = None,
+    rerank_mode: RerankModeOption = None,
+    verifier: VerifierOption = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Retrieval mAP on an instance-retrieval benchmark (indexes the dataset into its own gallery)."""
-    from engine.core import rerank_conf
+    from engine.core import profile_config, rerank_conf
     from engine.evaluation.retrieval import evaluate_retrieval
 
     scores = evaluate_retrieval(_engine(db), dataset, fmt, rerank=not no_rerank,
-                                shortlist=shortlist, conf=rerank_conf(verifier))
+                                shortlist=shortlist, conf=rerank_conf(rerank_mode, verifier),
+                                config=profile_config("landmark", model=model))
     _emit_scores(scores, as_json)
 
 
@@ -181,6 +192,32 @@ def train_pcb(
         raise TansakuError(f"dataset folder not found: {dataset}")
     path = train(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     typer.echo(f"checkpoint: {path}")
+
+
+@app.command("train-delg")
+def train_delg(
+    dataset: Annotated[Path, typer.Argument(help="Labelled images: one sub-folder per landmark or "
+                                            "object, or Corel / Holidays names (class = N // 100).")],
+    out: Annotated[Path, typer.Option(help="Heads file to write (a resumable .ckpt goes beside it).")],
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 6,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate (Adam).")] = 1e-3,
+    dim: Annotated[int, typer.Option(help="Global descriptor size after the whitening FC.")] = 512,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train the DELG-style model's heads with DELG's losses; re-running resumes from the checkpoint.
+
+    Use the result with `tansaku index --model delg-efficientnet-lite0:OUT`.
+    """
+    from indexer.extractors.delg_train import train_delg as train
+
+    if not dataset.is_dir():
+        raise TansakuError(f"dataset folder not found: {dataset}")
+    try:
+        path = train(dataset, out, epochs, batch_size, lr, seed, dim=dim)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
+    typer.echo(f"heads: {path}")
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

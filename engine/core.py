@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,10 +18,10 @@ from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.images import ImageReadError, read_image
-from indexer.pipeline import EmptyFolderError, IndexSummary, index_folder
-from indexer.profiles import PROFILES, resolve_profile
+from indexer.pipeline import EmptyFolderError, IndexSummary, index_folder, pending_index_path
+from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
-from matcher.rerank import RerankConf
+from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
@@ -70,7 +71,9 @@ class OpenGallery:
         self.rows = {r.id: r for r in rows}
         if not files.index_path.exists() or not rows:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
-        self.index = VectorIndex.load(files.index_path)
+        # an index rebuilt for the committed projection, not yet moved into place by its writer
+        pending = pending_index_path(files, gallery.config)
+        self.index = VectorIndex.load(pending if pending and pending.exists() else files.index_path)
         self.store = files.features()
         self.projector: Projector | None = load_projector(gallery.config, files.root)
 
@@ -85,9 +88,20 @@ class OpenGallery:
         local = local_from_arrays(arrays) if "keypoints" in arrays else None
         return Description(arrays["global"], local)
 
-    def searcher(self, conf: RerankConf) -> Searcher:
-        """A searcher over this gallery with re-ranking settings `conf`."""
-        return Searcher(self.index, self.store, conf)
+    def projected(self, description: Description) -> np.ndarray | None:
+        """The description's global vector in the gallery's projection (None: it has none)."""
+        if self.projector is None:
+            return None
+        return self.projector(description.global_vector[None])[0]
+
+    def searcher(self, conf: RerankConf | None = None) -> Searcher:
+        """A searcher over this gallery with re-ranking settings `conf` (default: the gallery's)."""
+        return Searcher(self.index, self.store, conf or self.default_rerank())
+
+    def default_rerank(self) -> RerankConf:
+        """The re-ranking settings the gallery's configuration names (default: mode `ours`)."""
+        spec = dict(self.gallery.config.get("rerank") or {})
+        return rerank_mode(spec.pop("mode", "ours"), **spec)
 
     def ranked(self, hits: list[Hit]) -> list[RankedImage]:
         """Hits as user-facing results (paths relative to the gallery folder)."""
@@ -141,7 +155,7 @@ class Engine:
                 )
             elif config is not None and _extractors(config) != _extractors(gallery.config):
                 raise TansakuError(
-                    f"gallery {name!r} was built with {_extractors(gallery.config)}; index into a "
+                    f"gallery {name!r} was built with {_described(gallery.config)}; index into a "
                     "new gallery to use other extractors"
                 )
         return gallery
@@ -166,11 +180,43 @@ class Engine:
         if not folder.is_dir():
             raise TansakuError(f"not a folder: {folder}")
         row = self.ensure_gallery(gallery, profile, config)
+        row = self._fit_gallery_heads(row, folder)
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
                                 prune=prune, batch_size=batch_size)
         except (EmptyFolderError, GalleryBusyError) as exc:
             raise TansakuError(str(exc)) from exc
+
+    def _fit_gallery_heads(self, gallery: Gallery, folder: Path, most: int = 500) -> Gallery:
+        """Untrained DELG-style heads fitted on (at most `most` of) the folder's images, once.
+
+        The heads file is written beside the gallery's index and the configuration updated to name
+        it, so later runs and queries use the same heads.
+        """
+        joint = gallery.config.get("joint") or {}
+        conf = dict(joint.get("conf") or {})
+        if joint.get("name") != "delg-efficientnet-lite0" or conf.get("heads") != GALLERY_HEADS:
+            return gallery
+        from indexer.extractors.delg_torch import init_heads_from_images
+        from indexer.images import discover_images
+
+        paths = sorted(discover_images(folder))
+        if not paths:
+            raise TansakuError(f"no image files found in {folder}")
+        if len(paths) > most:
+            rng = np.random.default_rng(0)
+            paths = [paths[i] for i in sorted(rng.choice(len(paths), most, replace=False))]
+        heads_path = GalleryFiles(self.settings.home, gallery.id).path("delg-heads.pt")
+        log.info("fitting DELG heads (PCA-whitening, local PCA) on %d images of %s", len(paths), folder)
+        fit_conf = {k: v for k, v in conf.items() if k != "heads"}
+        init_heads_from_images(_readable(paths), heads_path, fit_conf)
+        with self.sessions() as session:
+            row = session.get(Gallery, gallery.id)
+            assert row is not None
+            row.config = {**row.config, "joint": {**joint, "conf": {**conf, "heads": str(heads_path)}}}
+            session.commit()
+            session.refresh(row)
+            return row
 
     # querying ----------------------------------------------------------------------------------
     def query(
@@ -191,25 +237,51 @@ class Engine:
         start = time.perf_counter()
         description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
-        result = opened.searcher(conf or RerankConf()).search(
+        result = opened.searcher(conf).search(
             description, top_k=top_k, shortlist=shortlist, rerank=rerank,
-            vector=self._projected(opened, description.global_vector),
+            vector=opened.projected(description),
         )
         times = {"extraction": extraction, **result.times}
         return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
 
-    def _projected(self, opened: OpenGallery, vector: np.ndarray) -> np.ndarray | None:
-        """The query vector in the gallery's learned projection, if it has one."""
-        return opened.projector(vector[None])[0] if opened.projector else None
+
+def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
+    """The images at `paths` that can be read (the indexing run reports the others)."""
+    for path in paths:
+        try:
+            yield read_image(path)
+        except ImageReadError:
+            continue
 
 
-def _extractors(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a gallery configuration that decides what is extracted."""
+def _extractors(config: dict[str, Any]) -> Any:
+    """The part of a gallery configuration that decides what is extracted.
+
+    A `--model` spec names it (fitted heads of a `delg-efficientnet-lite0` gallery are still that
+    model); other configurations are compared extractor by extractor.
+    """
+    if config.get("model"):
+        model = str(config["model"])
+        return model.partition(":")[0] if model.endswith(":" + GALLERY_HEADS) else model
     return {k: config.get(k) for k in ("global", "local", "joint")}
 
 
-def profile_config(profile: str, method: str | None = None) -> dict[str, Any] | None:
-    """A new gallery's configuration: the profile's preset, with the person descriptor overridden."""
+def _described(config: dict[str, Any]) -> str:
+    return str(config.get("model") or _extractors(config))
+
+
+def profile_config(
+    profile: str, method: str | None = None, model: str | None = None
+) -> dict[str, Any] | None:
+    """A new gallery's configuration: the profile's preset, the person descriptor or the landmark
+    model overridden (None: the preset)."""
+    if model is not None:
+        if profile != "landmark":
+            raise TansakuError("--model applies to landmark galleries (--profile landmark)")
+        try:
+            return model_config(model)
+        except ValueError as exc:
+            raise TansakuError(str(exc)) from exc
     if method is None:
         return None
     if profile != "person":
@@ -225,10 +297,20 @@ def profile_config(profile: str, method: str | None = None) -> dict[str, Any] | 
     return config
 
 
-def rerank_conf(verifier: str | None = None) -> RerankConf:
-    """Default re-ranking settings, with the verifier overridden when given."""
+def rerank_conf(mode: str | None = None, verifier: str | None = None) -> RerankConf | None:
+    """Re-ranking settings from the command line; None (neither given) means the gallery's own."""
+    from matcher.verification import SUPPORTED
+
+    if mode is None and verifier is None:
+        return None
+    if mode is not None and mode not in RERANK_MODES:
+        raise TansakuError(f"unknown re-ranking mode {mode!r}; valid: {', '.join(RERANK_MODES)}")
+    conf = rerank_mode(mode or "ours")
     if verifier is None:
-        return RerankConf()
-    if verifier not in ("degensac", "magsac"):
-        raise TansakuError(f"unknown verifier {verifier!r}; valid: degensac, magsac")
-    return RerankConf(verifier=verifier)  # type: ignore[arg-type]
+        return conf
+    if verifier not in SUPPORTED:
+        raise TansakuError(f"unknown verifier {verifier!r}; valid: {', '.join(SUPPORTED)}")
+    if conf.model not in SUPPORTED[verifier]:
+        raise TansakuError(f"--verifier {verifier} does not fit the {conf.model} model of "
+                           f"re-ranking mode {mode or 'ours'}")
+    return rerank_mode(mode or "ours", verifier=verifier)

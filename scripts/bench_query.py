@@ -1,8 +1,11 @@
 """Per-stage query timings on a dataset folder, as one JSON object.
 
     python scripts/bench_query.py ../shared/data/holidays_even [--queries 30] [--matcher brute|kdtree]
+    python scripts/bench_query.py ../shared/data/holidays_even --rerank-mode ours delf
 
-The folder is indexed into the same gallery `tansaku eval retrieval` uses (reused when unchanged).
+The folder is indexed into the same gallery `tansaku eval retrieval` uses (reused when unchanged;
+`--model` as in `tansaku eval retrieval`). With several `--rerank-mode`s every query is searched
+in each mode in turn, so their timings come from the same minutes of a shared machine.
 Each query image is read and described afresh (extraction), searched in FAISS, and its top
 `--shortlist` re-ranked; medians over queries are reported per stage, with `rerank` = loading +
 matching + verification (what the foundation issue's 0.3 s budget covers). CPU seconds of the
@@ -20,11 +23,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from engine.core import Engine
+from engine.core import Engine, profile_config
 from engine.evaluation.retrieval import eval_gallery_name
 from engine.settings import Settings
 from indexer.images import read_image
-from matcher.rerank import RerankConf
+from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
 
 
 def main() -> None:
@@ -34,40 +37,56 @@ def main() -> None:
     parser.add_argument("--shortlist", type=int, default=100)
     parser.add_argument("--matcher", choices=["brute", "kdtree"], default=None)
     parser.add_argument("--verifier", choices=["degensac", "magsac"], default=None)
+    parser.add_argument("--rerank-mode", nargs="+", default=["ours"], choices=tuple(RERANK_MODES))
+    parser.add_argument("--model", default=None, help="as `tansaku eval retrieval --model`")
     parser.add_argument("--db", default=None)
     args = parser.parse_args()
 
     engine = Engine(Settings.from_env(db=args.db))
-    name = eval_gallery_name("holidays", args.dataset)
-    engine.index_folder(args.dataset, name)
+    config = profile_config("landmark", model=args.model)
+    name = eval_gallery_name("holidays", args.dataset, config)
+    engine.index_folder(args.dataset, name, config=config)
     opened = engine.open_gallery(name)
-    conf = RerankConf()
-    if args.matcher:
-        conf = replace(conf, matcher=args.matcher)
-    if args.verifier:
-        conf = replace(conf, verifier=args.verifier)
-    searcher = opened.searcher(conf)
+    confs: dict[str, RerankConf] = {}
+    for mode in args.rerank_mode:
+        conf = rerank_mode(mode)
+        if args.matcher:
+            conf = replace(conf, matcher=args.matcher)
+        if args.verifier:
+            conf = replace(conf, verifier=args.verifier)
+        confs[mode] = conf
+    searchers = {mode: opened.searcher(conf) for mode, conf in confs.items()}
     paths = sorted(p for p in opened.paths.values() if Path(p).stem.endswith("00"))[: args.queries]
-    stages: dict[str, list[float]] = {}
+    stages: dict[str, dict[str, list[float]]] = {mode: {} for mode in confs}
     for rel in paths:
         start = time.perf_counter()
         description = opened.describer.describe(read_image(Path(opened.gallery.root or "") / rel))
-        times = {"extraction": time.perf_counter() - start}
-        cpu = time.process_time()
-        result = searcher.search(description, top_k=10, shortlist=args.shortlist)
-        times["search_and_rerank_cpu"] = time.process_time() - cpu  # robust to other load
-        times.update(result.times)
-        times["rerank"] = sum(result.times.get(k, 0.0) for k in ("loading", "matching", "verification"))
-        for stage, seconds in times.items():
-            stages.setdefault(stage, []).append(seconds)
+        extraction = time.perf_counter() - start
+        for mode, searcher in searchers.items():
+            times = {"extraction": extraction}
+            cpu = time.process_time()
+            result = searcher.search(description, top_k=10, shortlist=args.shortlist,
+                                     vector=opened.projected(description))
+            times["search_and_rerank_cpu"] = time.process_time() - cpu  # robust to other load
+            times.update(result.times)
+            times["rerank"] = sum(result.times.get(k, 0.0)
+                                  for k in ("loading", "matching", "verification"))
+            for stage, seconds in times.items():
+                stages[mode].setdefault(stage, []).append(seconds)
     report = {
         "dataset": str(args.dataset),
+        "model": opened.gallery.config.get("model"),
         "queries": len(paths),
         "shortlist": args.shortlist,
-        "conf": conf.__dict__,
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "median_seconds": {k: round(statistics.median(v), 4) for k, v in stages.items()},
-        "max_seconds": {k: round(max(v), 4) for k, v in stages.items()},
+        "modes": {
+            mode: {
+                "conf": confs[mode].__dict__,
+                "median_seconds": {k: round(statistics.median(v), 4) for k, v in st.items()},
+                "max_seconds": {k: round(max(v), 4) for k, v in st.items()},
+            }
+            for mode, st in stages.items()
+        },
     }
     json.dump(report, sys.stdout)
     sys.stdout.write("\n")

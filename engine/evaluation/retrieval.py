@@ -1,4 +1,13 @@
-"""Instance-retrieval evaluation: index the dataset into its own gallery, query it, score mAP."""
+"""Instance-retrieval evaluation: index the dataset into its own gallery, query it, score mAP.
+
+- `holidays`: INRIA Holidays names (`NNNNNN.jpg`, group N // 100, queries end in 00); each query is
+  a gallery image, described from its stored features and left out of its own ranking.
+- `roxford` / `rparis`: the revisited protocol (Radenovic et al., CVPR 2018). The folder holds
+  `gnd_roxford5k.pkl` / `gnd_rparis6k.pkl` and the images (in `jpg/` as the revisitop download
+  unpacks, or beside the pickle). Every database image of `imlist` is indexed; each query image is
+  read, cropped to its bounding box and described afresh; mAP is reported for the easy, medium and
+  hard settings with the junk images taken out of each ranking.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,16 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.errors import TansakuError
-from engine.evaluation.retrieval_metrics import Query, holidays_ground_truth, mean_average_precision
+from engine.evaluation.retrieval_metrics import (
+    Query,
+    RevisitedGT,
+    crop_query,
+    holidays_ground_truth,
+    load_revisited_ground_truth,
+    mean_average_precision,
+    revisited_map,
+)
+from indexer.images import ImageReadError, read_image
 from matcher.rerank import RerankConf
 
 if TYPE_CHECKING:
@@ -19,11 +37,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FORMATS = ("holidays", "roxford", "rparis")
+REVISITED_PICKLES = {"roxford": "gnd_roxford5k.pkl", "rparis": "gnd_rparis6k.pkl"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def eval_gallery_name(fmt: str, folder: Path) -> str:
-    """A gallery of the evaluation's own, one per dataset folder (reused while files are unchanged)."""
-    digest = hashlib.blake2b(str(folder.resolve()).encode(), digest_size=4).hexdigest()
+def eval_gallery_name(fmt: str, folder: Path, config: dict[str, Any] | None = None) -> str:
+    """A gallery of the evaluation's own, one per dataset folder and model (reused while files are
+    unchanged)."""
+    model = (config or {}).get("model", "gem-rootsift")
+    key = str(folder.resolve()) + ("" if model == "gem-rootsift" else f"|{model}")
+    digest = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
     return f"eval-{fmt}-{folder.resolve().name}-{digest}"
 
 
@@ -38,19 +61,36 @@ def rank_gallery(
     everything = len(opened.index)
     rankings = []
     for qid in tqdm(query_ids, desc="querying", unit="query"):
-        result = searcher.search(opened.stored_description(qid), top_k=everything,
-                                 shortlist=shortlist, rerank=rerank, exclude=frozenset({qid}))
+        description = opened.stored_description(qid)
+        result = searcher.search(description, top_k=everything, shortlist=shortlist, rerank=rerank,
+                                 exclude=frozenset({qid}), vector=opened.projected(description))
+        rankings.append([h.image_id for h in result.hits])
+    return rankings
+
+
+def rank_for_images(
+    opened: OpenGallery, images: list[np.ndarray], conf: RerankConf | None, rerank: bool,
+    shortlist: int,
+) -> list[list[int]]:
+    """Full rankings (image ids) of the gallery for query images described afresh."""
+    searcher = opened.searcher(conf)
+    everything = len(opened.index)
+    rankings = []
+    for image in tqdm(images, desc="querying", unit="query"):
+        description = opened.describer.describe(image)
+        result = searcher.search(description, top_k=everything, shortlist=shortlist,
+                                 rerank=rerank, vector=opened.projected(description))
         rankings.append([h.image_id for h in result.hits])
     return rankings
 
 
 def evaluate_holidays(
     engine: Engine, folder: Path, rerank: bool = True, shortlist: int = 100,
-    conf: RerankConf | None = None,
+    conf: RerankConf | None = None, config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """INRIA Holidays mAP (DESIGN.md protocol), percentages 0-100."""
-    name = eval_gallery_name("holidays", folder)
-    engine.index_folder(folder, name, profile="landmark")
+    name = eval_gallery_name("holidays", folder, config)
+    engine.index_folder(folder, name, profile="landmark", config=config)
     opened = engine.open_gallery(name)
     ids = sorted(opened.paths, key=lambda i: opened.paths[i])
     names = [Path(opened.paths[i]).name for i in ids]
@@ -61,8 +101,8 @@ def evaluate_holidays(
     if not queries:
         raise TansakuError(f"{folder}: no Holidays queries (images named NNNN00.jpg) found")
     position = {image_id: k for k, image_id in enumerate(ids)}
-    rankings = rank_gallery(opened, [ids[q.index] for q in queries], conf or RerankConf(),
-                            rerank, shortlist)
+    conf = conf or opened.default_rerank()
+    rankings = rank_gallery(opened, [ids[q.index] for q in queries], conf, rerank, shortlist)
     ranks = [np.array([position[i] for i in r]) for r in rankings]
     return {
         "dataset": str(folder),
@@ -77,24 +117,103 @@ def _method_name(opened: OpenGallery, rerank: bool, conf: RerankConf | None) -> 
     cfg = opened.gallery.config
     parts = [(cfg.get("joint") or cfg["global"])["name"]]
     if rerank and (cfg.get("local") or cfg.get("joint")):
-        conf = conf or RerankConf()
+        conf = conf or opened.default_rerank()
         local = (cfg.get("local") or cfg["joint"])["name"]
-        parts.append(f"{local}+{conf.matcher}+{conf.verifier}-{conf.model}")
-        if conf.expansion:
-            parts.append(f"+verified-qe{conf.expansion}")
+        parts.append(f"{local}+{conf.name}")
     return " ".join(parts)
+
+
+def revisited_image_folder(dataset: Path) -> Path:
+    """Where a revisited dataset's images are: `jpg/` if present (revisitop's layout), else beside."""
+    return dataset / "jpg" if (dataset / "jpg").is_dir() else dataset
+
+
+def _find_image(folder: Path, name: str) -> Path | None:
+    for suffix in ("", *IMAGE_SUFFIXES):
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_revisited_queries(folder: Path, gnd: RevisitedGT) -> list[np.ndarray]:
+    """The query images, each cropped to its bounding box (the protocol's query region)."""
+    images = []
+    for q in gnd.queries:
+        path = _find_image(folder, q.name)
+        if path is None:
+            raise TansakuError(f"query image {q.name!r} not found in {folder}")
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            raise TansakuError(f"cannot read query image {path}: {exc.reason}") from exc
+        if q.bbx is not None:
+            try:
+                image = crop_query(image, q.bbx)
+            except ValueError as exc:
+                raise TansakuError(f"query {q.name}: {exc}") from exc
+        images.append(image)
+    return images
+
+
+def evaluate_revisited(
+    engine: Engine, dataset: Path, fmt: str, rerank: bool = True, shortlist: int = 100,
+    conf: RerankConf | None = None, config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Revisited Oxford / Paris mAP (easy, medium, hard), percentages 0-100."""
+    pickle_path = dataset / REVISITED_PICKLES[fmt]
+    if not pickle_path.is_file():
+        raise TansakuError(f"{dataset} has no {REVISITED_PICKLES[fmt]} (the revisited ground truth)")
+    try:
+        gnd = load_revisited_ground_truth(pickle_path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TansakuError(f"{pickle_path}: {exc}") from exc
+    folder = revisited_image_folder(dataset)
+    missing = [n for n in gnd.imlist if _find_image(folder, n) is None]
+    if missing:
+        raise TansakuError(f"{len(missing)} database images of {pickle_path.name} are not in "
+                           f"{folder} (e.g. {missing[0]})")
+    name = eval_gallery_name(fmt, folder, config)
+    engine.index_folder(folder, name, profile="landmark", config=config)
+    opened = engine.open_gallery(name)
+    position = {}
+    by_stem = {Path(path).stem: image_id for image_id, path in opened.paths.items()}
+    for k, db_name in enumerate(gnd.imlist):
+        image_id = by_stem.get(Path(db_name).stem)
+        if image_id is not None:
+            position[image_id] = k
+    conf = conf or opened.default_rerank()
+    rankings = rank_for_images(opened, read_revisited_queries(folder, gnd), conf, rerank, shortlist)
+    ranks = [_complete([position[i] for i in r if i in position], len(gnd.imlist)) for r in rankings]
+    scores = revisited_map(ranks, gnd)
+    return {
+        "dataset": str(dataset),
+        "protocol": fmt,
+        "method": _method_name(opened, rerank, conf),
+        **{key: round(100.0 * value, 2) for key, value in scores.items()},
+        "queries": len(gnd.queries),
+    }
+
+
+def _complete(ranked: list[int], n: int) -> np.ndarray:
+    """A ranking of all n database positions: the ranked ones, then any never ranked (failed to index)."""
+    seen = set(ranked)
+    return np.array(ranked + [k for k in range(n) if k not in seen], dtype=np.int64)
 
 
 def evaluate_retrieval(
     engine: Engine, dataset: Path, fmt: str, rerank: bool = True, shortlist: int = 100,
-    conf: RerankConf | None = None,
+    conf: RerankConf | None = None, config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Dispatch on `fmt`; the result is the `tansaku eval retrieval --json` object."""
+    """Dispatch on `fmt`; the result is the `tansaku eval retrieval --json` object.
+
+    `conf` None re-ranks as the gallery's configuration says; `config` None uses the landmark preset.
+    """
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
     if fmt == "holidays":
-        return evaluate_holidays(engine, dataset, rerank, shortlist, conf)
-    if fmt in FORMATS:
-        raise TansakuError(f"--format {fmt} is not implemented yet")
+        return evaluate_holidays(engine, dataset, rerank, shortlist, conf, config)
+    if fmt in REVISITED_PICKLES:
+        return evaluate_revisited(engine, dataset, fmt, rerank, shortlist, conf, config)
     raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
