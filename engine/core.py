@@ -13,12 +13,19 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from tqdm import tqdm
 
 from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.images import ImageReadError, read_image
-from indexer.pipeline import EmptyFolderError, IndexSummary, index_folder, pending_index_path
+from indexer.pipeline import (
+    WHITENING_DEFAULTS,
+    EmptyFolderError,
+    IndexSummary,
+    index_folder,
+    pending_index_path,
+)
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
 from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
@@ -190,8 +197,10 @@ class Engine:
     def _fit_gallery_heads(self, gallery: Gallery, folder: Path, most: int = 500) -> Gallery:
         """Untrained DELG-style heads fitted on (at most `most` of) the folder's images, once.
 
-        The heads file is written beside the gallery's index and the configuration updated to name
-        it, so later runs and queries use the same heads.
+        The whitening FC is learned only from a folder of at least `WHITENING_DEFAULTS["min_images"]`
+        images (fewer over-fit it; the FC stays the identity); the local PCA always is. The heads
+        file is written beside the gallery's index and the configuration updated to name it, so
+        later runs and queries use the same heads.
         """
         joint = gallery.config.get("joint") or {}
         conf = dict(joint.get("conf") or {})
@@ -207,9 +216,10 @@ class Engine:
             rng = np.random.default_rng(0)
             paths = [paths[i] for i in sorted(rng.choice(len(paths), most, replace=False))]
         heads_path = GalleryFiles(self.settings.home, gallery.id).path("delg-heads.pt")
-        log.info("fitting DELG heads (PCA-whitening, local PCA) on %d images of %s", len(paths), folder)
         fit_conf = {k: v for k, v in conf.items() if k != "heads"}
-        init_heads_from_images(_readable(paths), heads_path, fit_conf)
+        whiten = len(paths) >= WHITENING_DEFAULTS["min_images"]
+        images = tqdm(_readable(paths), total=len(paths), desc="fitting DELG heads", unit="img")
+        init_heads_from_images(images, heads_path, fit_conf, whiten=whiten)
         with self.sessions() as session:
             row = session.get(Gallery, gallery.id)
             assert row is not None

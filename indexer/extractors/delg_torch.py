@@ -275,8 +275,8 @@ class DelgEfficientNet(JointExtractor):
         self.device = default_device()
         self.model = efficientnet_lite0(weights=self.conf["weights"]).to(self.device)
         if self.conf["heads"] is None:
-            log.info("DELG heads not given: using data-free heads; fit them with "
-                        "init_heads_from_images or train them with delg_train")
+            log.debug("DELG heads not given: using data-free heads; fit them with "
+                      "init_heads_from_images or train them with delg_train")
             heads = data_free_heads(self.conf["local_layer"])
         else:
             heads = load_heads(self.conf["heads"])
@@ -361,13 +361,15 @@ def fit_pca_heads(
     shrinkage: float = 1.0,
     samples_per_image: int = 300,
     seed: int = 0,
+    whiten: bool = True,
 ) -> DelgHeads:
     """Untrained heads from backbone pyramids (every scale in them is used).
 
     FC layer = PCA-whitening of the per-scale global vectors (`dim` components, at most what the
     data supports; eigenvalues shrunk by `shrinkage` x their mean so that the noise directions of
-    a small gallery are not blown up); autoencoder = PCA of local features sampled uniformly from
-    every scale (raw features, as the autoencoder sees them); attention = feature norm.
+    a small gallery are not blown up), or the identity with `whiten=False` (too few images to learn
+    it from); autoencoder = PCA of local features sampled uniformly from every scale (raw
+    features, as the autoencoder sees them); attention = feature norm.
     """
     rng = np.random.default_rng(seed)
     pooled, local = [], []
@@ -381,7 +383,7 @@ def fit_pca_heads(
         raise ValueError("fitting DELG heads needs at least 2 pyramid levels")
     g = np.stack(pooled)
     dim = min(dim or g.shape[1], len(g) - 1, g.shape[1])
-    global_pca = pca_whitening.fit(g, dim, whiten=True, shrinkage=shrinkage)
+    global_pca = pca_whitening.fit(g, dim, whiten=True, shrinkage=shrinkage) if whiten else None
     local_dim = min(local_dim, LOCAL_LAYERS[local_layer])  # stage 5's 112 channels < 128
     local_pca = pca_whitening.fit(np.concatenate(local), local_dim, whiten=False)
     log.info("fitted DELG heads on %d global and %d local vectors", len(g), sum(map(len, local)))

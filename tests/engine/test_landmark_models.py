@@ -52,8 +52,7 @@ def test_delg_gallery_stores_attention_selected_local_features(delg_engine: Engi
     assert arrays["descriptors"].shape[1] == 128
     assert arrays["descriptors"].dtype == np.int8  # the compact store
     assert np.all(np.diff(arrays["scores"]) <= 0)  # best attention first
-    dim = opened.index.dim
-    assert dim == 8 * 3 - 1  # PCA-whitening from 8 images x 3 scales
+    assert opened.index.dim == 1280  # 8 images are too few to learn a whitening from: identity FC
 
 
 @pytest.mark.parametrize("mode", ["ours", "delf"])

@@ -129,6 +129,15 @@ def test_pca_heads_are_the_pca_maps() -> None:
     assert reduced.shape == (1, 8, 3, 4) and float(err) < float(base)
 
 
+def test_heads_without_whitening_keep_the_gem_vector() -> None:
+    pyramids = _random_pyramids(10, 1)
+    heads = fit_pca_heads(pyramids, "expanded", local_dim=8, whiten=False)
+    pooled = torch.stack([p[0].pooled for p in pyramids])
+    with torch.no_grad():
+        torch.testing.assert_close(heads.global_descriptor(pooled), pooled)  # already unit-norm
+    assert heads.dim == 1280 and heads.local_dim == 8
+
+
 def test_heads_file_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     heads = fit_pca_heads(_random_pyramids(12, 1), "stride16", dim=8, local_dim=4)
