@@ -362,6 +362,7 @@ def fit_pca_heads(
     samples_per_image: int = 300,
     seed: int = 0,
     whiten: bool = True,
+    max_local: int = 100_000,
 ) -> DelgHeads:
     """Untrained heads from backbone pyramids (every scale in them is used).
 
@@ -378,15 +379,19 @@ def fit_pca_heads(
             pooled.append(s.pooled.float().cpu().numpy())
             feats = s.local_maps[local_layer].flatten(1).T.float().cpu().numpy()
             take = rng.choice(len(feats), min(samples_per_image, len(feats)), replace=False)
-            local.append(feats[np.sort(take)])
+            local.append(feats[np.sort(take)].astype(np.float16))  # half the memory while gathering
     if len(pooled) < 2:
         raise ValueError("fitting DELG heads needs at least 2 pyramid levels")
     g = np.stack(pooled)
     dim = min(dim or g.shape[1], len(g) - 1, g.shape[1])
     global_pca = pca_whitening.fit(g, dim, whiten=True, shrinkage=shrinkage) if whiten else None
     local_dim = min(local_dim, LOCAL_LAYERS[local_layer])  # stage 5's 112 channels < 128
-    local_pca = pca_whitening.fit(np.concatenate(local), local_dim, whiten=False)
-    log.info("fitted DELG heads on %d global and %d local vectors", len(g), sum(map(len, local)))
+    samples = np.concatenate(local)
+    del local
+    if len(samples) > max_local:  # PCA of 672-d features needs far fewer; this bounds the memory
+        samples = samples[np.sort(rng.choice(len(samples), max_local, replace=False))]
+    local_pca = pca_whitening.fit(samples.astype(np.float32), local_dim, whiten=False)
+    log.info("fitted DELG heads on %d global and %d local vectors", len(g), len(samples))
     return heads_from_pca(global_pca, local_pca, local_layer)
 
 
