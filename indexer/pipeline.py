@@ -376,7 +376,8 @@ def _move_into_place(src: Path, dst: Path) -> None:
 
 def finish_projection_switch(files: GalleryFiles, config: dict[str, Any]) -> None:
     """Complete a projection switch that was cut short: an index rebuilt for the committed
-    projection is moved into place; one rebuilt for a projection never committed is dropped."""
+    projection is moved into place; one rebuilt for a projection never committed is dropped, and
+    so is a whitening learned but never committed."""
     pending = pending_index_path(files, config)
     for leftover in files.root.glob(f"{files.index_path.name}.*"):
         if leftover == pending:
@@ -384,6 +385,10 @@ def finish_projection_switch(files: GalleryFiles, config: dict[str, Any]) -> Non
             _move_into_place(leftover, files.index_path)
         else:
             leftover.unlink(missing_ok=True)
+    current = (config.get("projection") or {}).get("file")
+    for learned in files.root.glob("whitening-*.npz"):
+        if learned.name != current:
+            learned.unlink(missing_ok=True)
 
 
 def _project_stored(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:

@@ -5,7 +5,9 @@
 
 The folder is indexed into the same gallery `tansaku eval retrieval` uses (reused when unchanged;
 `--model` as in `tansaku eval retrieval`). With several `--rerank-mode`s every query is searched
-in each mode in turn, so their timings come from the same minutes of a shared machine.
+in each mode in turn, so their timings come from the same minutes of a shared machine. Each mode's
+Holidays mAP over the same queries is reported too (the full ranking, query left out), so a slow
+mode can be compared on a subset of queries.
 Each query image is read and described afresh (extraction), searched in FAISS, and its top
 `--shortlist` re-ranked; medians over queries are reported per stage, with `rerank` = loading +
 matching + verification (what the foundation issue's 0.3 s budget covers). CPU seconds of the
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from engine.core import Engine, profile_config
 from engine.evaluation.retrieval import eval_gallery_name
+from engine.evaluation.retrieval_metrics import holidays_ground_truth, mean_average_precision
 from engine.settings import Settings
 from indexer.images import read_image
 from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
@@ -56,17 +59,23 @@ def main() -> None:
             conf = replace(conf, verifier=args.verifier)
         confs[mode] = conf
     searchers = {mode: opened.searcher(conf) for mode, conf in confs.items()}
-    paths = sorted(p for p in opened.paths.values() if Path(p).stem.endswith("00"))[: args.queries]
+    ids = sorted(opened.paths, key=lambda i: opened.paths[i])
+    position = {image_id: k for k, image_id in enumerate(ids)}
+    queries = holidays_ground_truth([Path(opened.paths[i]).name for i in ids])[: args.queries]
     stages: dict[str, dict[str, list[float]]] = {mode: {} for mode in confs}
-    for rel in paths:
+    rankings: dict[str, list[list[int]]] = {mode: [] for mode in confs}
+    for query in queries:
+        qid = ids[query.index]
         start = time.perf_counter()
-        description = opened.describer.describe(read_image(Path(opened.gallery.root or "") / rel))
+        description = opened.describer.describe(
+            read_image(Path(opened.gallery.root or "") / opened.paths[qid]))
         extraction = time.perf_counter() - start
         for mode, searcher in searchers.items():
             times = {"extraction": extraction}
             cpu = time.process_time()
-            result = searcher.search(description, top_k=10, shortlist=args.shortlist,
-                                     vector=opened.projected(description))
+            result = searcher.search(description, top_k=len(ids), shortlist=args.shortlist,
+                                     vector=opened.projected(description), exclude=frozenset({qid}))
+            rankings[mode].append([position[h.image_id] for h in result.hits])
             times["search_and_rerank_cpu"] = time.process_time() - cpu  # robust to other load
             times.update(result.times)
             times["rerank"] = sum(result.times.get(k, 0.0)
@@ -76,12 +85,13 @@ def main() -> None:
     report = {
         "dataset": str(args.dataset),
         "model": opened.gallery.config.get("model"),
-        "queries": len(paths),
+        "queries": len(queries),
         "shortlist": args.shortlist,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "modes": {
             mode: {
                 "conf": confs[mode].__dict__,
+                "mAP": round(100 * mean_average_precision(rankings[mode], queries), 2),
                 "median_seconds": {k: round(statistics.median(v), 4) for k, v in st.items()},
                 "max_seconds": {k: round(max(v), 4) for k, v in st.items()},
             }

@@ -237,8 +237,10 @@ def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch)
     pending = pipeline.pending_index_path(files, {"projection": spec})
     assert pending is not None and pending.exists()
     assert VectorIndex.load(files.index_path).dim == 6  # still the raw index
+    orphan = files.path("whitening-1.npz")  # learned by a run killed before it committed
+    orphan.write_bytes(b"")
     summary = run(env)  # the next run finishes the switch before anything else
     assert summary.unchanged == len(SAMPLES)
-    assert not pending.exists()
+    assert not pending.exists() and not orphan.exists() and files.path(spec["file"]).exists()
     assert VectorIndex.load(files.index_path).dim == 6  # min(8 - 1, 6) components
     assert_consistent(env)
