@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from engine.evaluation.retrieval_metrics import (
     revisited_map,
 )
 from indexer.images import ImageReadError, read_image
+from indexer.profiles import resolve_profile
 from matcher.rerank import RerankConf
 
 if TYPE_CHECKING:
@@ -42,11 +44,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def eval_gallery_name(fmt: str, folder: Path, config: dict[str, Any] | None = None) -> str:
-    """A gallery of the evaluation's own, one per dataset folder and model (reused while files are
-    unchanged)."""
-    model = (config or {}).get("model", "gem-rootsift")
-    key = str(folder.resolve()) + ("" if model == "gem-rootsift" else f"|{model}")
-    digest = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+    """A gallery of the evaluation's own, one per dataset folder and configuration (None: the
+    landmark preset), reused while its files are unchanged; a changed preset gets a new gallery."""
+    settings = json.dumps(config or resolve_profile("landmark"), sort_keys=True)
+    digest = hashlib.blake2b(f"{folder.resolve()}|{settings}".encode(), digest_size=4).hexdigest()
     return f"eval-{fmt}-{folder.resolve().name}-{digest}"
 
 
@@ -116,6 +117,8 @@ def evaluate_holidays(
 def _method_name(opened: OpenGallery, rerank: bool, conf: RerankConf | None) -> str:
     cfg = opened.gallery.config
     parts = [(cfg.get("joint") or cfg["global"])["name"]]
+    if (cfg.get("projection") or {}).get("kind"):
+        parts[0] += "+" + cfg["projection"]["kind"]
     if rerank and (cfg.get("local") or cfg.get("joint")):
         conf = conf or opened.default_rerank()
         local = (cfg.get("local") or cfg["joint"])["name"]
