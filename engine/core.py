@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -160,7 +160,7 @@ class Engine:
                 raise TansakuError(
                     f"gallery {name!r} has profile {gallery.profile!r}, not {profile!r}"
                 )
-            elif config is not None and _extractors(config) != _extractors(gallery.config):
+            elif config is not None and not _same_extractors(config, gallery.config):
                 raise TansakuError(
                     f"gallery {name!r} was built with {_described(gallery.config)}; index into a "
                     "new gallery to use other extractors"
@@ -264,20 +264,19 @@ def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
             continue
 
 
-def _extractors(config: dict[str, Any]) -> Any:
-    """The part of a gallery configuration that decides what is extracted.
+def _same_extractors(asked: dict[str, Any], stored: dict[str, Any]) -> bool:
+    """Whether a requested configuration describes images as a stored gallery's does.
 
-    A `--model` spec names it (fitted heads of a `delg-efficientnet-lite0` gallery are still that
-    model); other configurations are compared extractor by extractor.
+    `--model` specs are compared when both have one (a gallery's fitted DELG heads change its
+    extractor settings, not its spec); otherwise the extractor settings themselves.
     """
-    if config.get("model"):
-        model = str(config["model"])
-        return model.partition(":")[0] if model.endswith(":" + GALLERY_HEADS) else model
-    return {k: config.get(k) for k in ("global", "local", "joint")}
+    if asked.get("model") and stored.get("model"):
+        return bool(asked["model"] == stored["model"])
+    return all(asked.get(k) == stored.get(k) for k in ("global", "local", "joint"))
 
 
 def _described(config: dict[str, Any]) -> str:
-    return str(config.get("model") or _extractors(config))
+    return str(config.get("model") or {k: config.get(k) for k in ("global", "local", "joint")})
 
 
 def profile_config(
@@ -323,4 +322,4 @@ def rerank_conf(mode: str | None = None, verifier: str | None = None) -> RerankC
     if conf.model not in SUPPORTED[verifier]:
         raise TansakuError(f"--verifier {verifier} does not fit the {conf.model} model of "
                            f"re-ranking mode {mode or 'ours'}")
-    return rerank_mode(mode or "ours", verifier=verifier)
+    return replace(conf, verifier=verifier)  # type: ignore[arg-type]  # checked against SUPPORTED

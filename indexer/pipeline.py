@@ -331,22 +331,20 @@ def refresh_whitening(
     fitted_on = int((gallery.config.get("projection") or {}).get("images", 0))
     if len(ids) < spec["min_images"] or (fitted_on and len(ids) < spec["refit_growth"] * fitted_on):
         return index
-    sample = ids
-    if len(ids) > spec["max_sample"]:
-        sample = np.random.default_rng(0).choice(ids, spec["max_sample"], replace=False)
-    store = files.features()
-    raw = np.stack([store.get(int(i))["global"] for i in sample]).astype(np.float32)
-    model = pca_whitening.fit(raw, spec["dim"], whiten=True, shrinkage=spec["shrinkage"])
+    raw = _stored_globals(files, ids)  # read once: learned from (a sample of), then projected
+    sample = raw
+    if len(raw) > spec["max_sample"]:
+        sample = raw[np.sort(np.random.default_rng(0).choice(len(raw), spec["max_sample"],
+                                                             replace=False))]
+    model = pca_whitening.fit(sample, spec["dim"], whiten=True, shrinkage=spec["shrinkage"])
     name = f"whitening-{time.time_ns()}.npz"
     model.save(files.path(name))
     log.info("learned PCA-whitening of %s from %d global vectors (%d dims)", gallery.name,
              len(sample), model.projection.shape[0])
     projection = {"kind": pca_whitening.PCAWhitening.kind, "file": name, "images": len(ids)}
-    old = (gallery.config.get("projection") or {}).get("file")
     new_index = switch_projection(session, gallery, files, {**gallery.config, "projection": projection},
-                                  ids.tolist())
-    if old and old != name:
-        files.path(old).unlink(missing_ok=True)
+                                  ids.tolist(), raw)
+    _remove_unused_whitening(files, gallery.config)
     return new_index
 
 
@@ -357,12 +355,16 @@ def pending_index_path(files: GalleryFiles, config: dict[str, Any]) -> Path | No
 
 
 def switch_projection(
-    session: Session, gallery: Gallery, files: GalleryFiles, config: dict[str, Any], ids: list[int]
+    session: Session, gallery: Gallery, files: GalleryFiles, config: dict[str, Any], ids: list[int],
+    raw: np.ndarray | None = None,
 ) -> VectorIndex:
-    """Give the gallery configuration `config` (a new projection) and an index rebuilt to match."""
+    """Give the gallery configuration `config` (a new projection) and an index rebuilt to match.
+
+    `raw` holds the stored global vectors of `ids` when the caller has read them already.
+    """
     pending = pending_index_path(files, config)
     assert pending is not None
-    index = _project_stored(files, config, ids)
+    index = _project_stored(files, config, ids, raw)
     index.save(pending)
     gallery.config = config
     session.commit()
@@ -385,17 +387,29 @@ def finish_projection_switch(files: GalleryFiles, config: dict[str, Any]) -> Non
             _move_into_place(leftover, files.index_path)
         else:
             leftover.unlink(missing_ok=True)
+    _remove_unused_whitening(files, config)
+
+
+def _remove_unused_whitening(files: GalleryFiles, config: dict[str, Any]) -> None:
+    """Delete whitening files the configuration does not name (replaced, or never committed)."""
     current = (config.get("projection") or {}).get("file")
     for learned in files.root.glob("whitening-*.npz"):
         if learned.name != current:
             learned.unlink(missing_ok=True)
 
 
-def _project_stored(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:
-    """A new index of the stored raw global vectors of `ids`, through the config's projection."""
+def _stored_globals(files: GalleryFiles, ids: Any) -> np.ndarray:
+    """The raw global vectors of `ids` from the feature store, (N, D) float32."""
     store = files.features()
+    return np.stack([store.get(int(i))["global"] for i in ids]).astype(np.float32)
+
+
+def _project_stored(
+    files: GalleryFiles, config: dict[str, Any], ids: list[int], raw: np.ndarray | None = None
+) -> VectorIndex:
+    """A new index of the stored raw global vectors of `ids`, through the config's projection."""
     projector = load_projector(config, files.root)
-    raw = np.stack([store.get(i)["global"] for i in ids]).astype(np.float32)
+    raw = _stored_globals(files, ids) if raw is None else raw
     vectors = projector(raw) if projector else raw
     index = VectorIndex(vectors.shape[1], config["metric"])
     index.add(np.asarray(ids, dtype=np.int64), vectors)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from engine.evaluation.retrieval_metrics import (
     mean_average_precision,
     revisited_map,
 )
+from indexer.describe import Description
 from indexer.images import ImageReadError, read_image
 from indexer.profiles import resolve_profile
 from matcher.rerank import RerankConf
@@ -58,15 +60,8 @@ def rank_gallery(
 
     Each query is described from the stored features and left out of its own ranking.
     """
-    searcher = opened.searcher(conf)
-    everything = len(opened.index)
-    rankings = []
-    for qid in tqdm(query_ids, desc="querying", unit="query"):
-        description = opened.stored_description(qid)
-        result = searcher.search(description, top_k=everything, shortlist=shortlist, rerank=rerank,
-                                 exclude=frozenset({qid}), vector=opened.projected(description))
-        rankings.append([h.image_id for h in result.hits])
-    return rankings
+    queries = ((opened.stored_description(qid), frozenset({qid})) for qid in query_ids)
+    return _rank(opened, queries, len(query_ids), conf, rerank, shortlist)
 
 
 def rank_for_images(
@@ -74,13 +69,20 @@ def rank_for_images(
     shortlist: int,
 ) -> list[list[int]]:
     """Full rankings (image ids) of the gallery for query images described afresh."""
+    queries = ((opened.describer.describe(image), frozenset[int]()) for image in images)
+    return _rank(opened, queries, len(images), conf, rerank, shortlist)
+
+
+def _rank(
+    opened: OpenGallery, queries: Iterator[tuple[Description, frozenset[int]]], n: int,
+    conf: RerankConf | None, rerank: bool, shortlist: int,
+) -> list[list[int]]:
     searcher = opened.searcher(conf)
     everything = len(opened.index)
     rankings = []
-    for image in tqdm(images, desc="querying", unit="query"):
-        description = opened.describer.describe(image)
-        result = searcher.search(description, top_k=everything, shortlist=shortlist,
-                                 rerank=rerank, vector=opened.projected(description))
+    for description, exclude in tqdm(queries, total=n, desc="querying", unit="query"):
+        result = searcher.search(description, top_k=everything, shortlist=shortlist, rerank=rerank,
+                                 exclude=exclude, vector=opened.projected(description))
         rankings.append([h.image_id for h in result.hits])
     return rankings
 

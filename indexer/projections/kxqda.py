@@ -106,10 +106,6 @@ class KXQDA(QuadraticMetric):
         X = check_query(X, X_train.shape[1], name)
         return rbf_kernel(X, X_train, self.bandwidth_) @ A
 
-    def _metric(self) -> tuple[np.ndarray, np.ndarray]:
-        _, _, M, L = self._fitted()
-        return M, L
-
     def save(self, path: str | Path) -> None:
         """Write the model (training images included) to one .npz, atomically."""
         X, A, M, _ = self._fitted()

@@ -214,9 +214,14 @@ class QuadraticMetric:
         """(N, q) coordinates in the learned subspace (before the metric)."""
         raise NotImplementedError
 
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(two model-specific arrays, M as learned, its PSD factor L); raises when not fitted."""
+        raise NotImplementedError
+
     def _metric(self) -> tuple[np.ndarray, np.ndarray]:
         """(M as learned, its PSD factor L); raises when not fitted."""
-        raise NotImplementedError
+        _, _, M, L = self._fitted()
+        return M, L
 
     def distance(self, Xq: np.ndarray, Xg: np.ndarray) -> np.ndarray:
         """(Nq, Ng) squared learned distances (with M as learned, not clipped)."""
@@ -277,10 +282,6 @@ class XQDA(QuadraticMetric):
         """(N, q) coordinates in the learned subspace (before the metric)."""
         mean, W, _, _ = self._fitted()
         return (check_query(X, len(mean), name) - mean) @ W
-
-    def _metric(self) -> tuple[np.ndarray, np.ndarray]:
-        _, _, M, L = self._fitted()
-        return M, L
 
     def save(self, path: str | Path) -> None:
         """Write the model to one .npz, atomically."""
