@@ -27,6 +27,8 @@ ModelOption = Annotated[str | None, typer.Option(
 RerankModeOption = Annotated[str | None, typer.Option(
     "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's.")]
 VerifierOption = Annotated[str | None, typer.Option(help="degensac, magsac or ransac.")]
+ReportOption = Annotated[Path | None, typer.Option(
+    "--report", help="Also write a self-contained HTML report with pictures to this file.")]
 
 
 def _engine(db: str | None) -> Any:
@@ -83,14 +85,23 @@ def query(
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
     rerank_mode: RerankModeOption = None,
     verifier: VerifierOption = None,
+    save_matches: Annotated[Path | None, typer.Option(
+        "--save-matches", help="Write each result's match view (PNG) into this folder.")] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Rank a gallery's images for IMAGE."""
     from engine.core import rerank_conf
 
-    result = _engine(db).query(image, gallery, top_k=top_k, shortlist=shortlist,
-                               rerank=not no_rerank, conf=rerank_conf(rerank_mode, verifier))
+    engine = _engine(db)
+    conf = rerank_conf(rerank_mode, verifier)
+    result = engine.query(image, gallery, top_k=top_k, shortlist=shortlist,
+                          rerank=not no_rerank, conf=conf)
+    if save_matches is not None:
+        from engine.reports import save_match_views
+
+        written = save_match_views(engine, result, save_matches, conf)
+        typer.echo(f"match views: {len(written)} PNG files in {save_matches}", err=True)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -132,6 +143,7 @@ def eval_retrieval(
     model: ModelOption = None,
     rerank_mode: RerankModeOption = None,
     verifier: VerifierOption = None,
+    report: ReportOption = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -139,9 +151,14 @@ def eval_retrieval(
     from engine.core import profile_config, rerank_conf
     from engine.evaluation.retrieval import evaluate_retrieval
 
+    details: list[Any] | None = [] if report else None
     scores = evaluate_retrieval(_engine(db), dataset, fmt, rerank=not no_rerank,
                                 shortlist=shortlist, conf=rerank_conf(rerank_mode, verifier),
-                                config=profile_config("landmark", model=model))
+                                config=profile_config("landmark", model=model), details=details)
+    if report is not None and details:
+        from engine.reports import write_retrieval_report
+
+        typer.echo(f"report: {write_retrieval_report(report, scores, details[0])}", err=True)
     _emit_scores(scores, as_json)
 
 
@@ -153,12 +170,19 @@ def eval_reid(
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    report: ReportOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Re-identification CMC / mAP / mINP on VIPeR or a Market-1501 layout."""
     from engine.evaluation.reid import evaluate_reid
 
-    scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed)
+    details: list[Any] | None = [] if report else None
+    scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed,
+                           details=details)
+    if report is not None and details:
+        from engine.reports import write_reid_report
+
+        typer.echo(f"report: {write_reid_report(report, scores, details)}", err=True)
     _emit_scores(scores, as_json)
 
 
@@ -218,6 +242,39 @@ def train_delg(
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
     typer.echo(f"heads: {path}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; other than localhost needs --token.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    allow_root: Annotated[list[Path] | None, typer.Option(
+        "--allow-root", help="Folder under which the API may index (repeatable); none: no indexing.")
+    ] = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="TANSAKU_TOKEN", help="Token every request must carry (Authorization: Bearer).")
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest query upload, in MB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest query image, in pixels.")] = 40_000_000,
+    db: DbOption = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs) and web pages over warm galleries."""
+    from engine.server import ServerConfig, create_app, is_loopback
+
+    if not is_loopback(host) and not token:
+        raise TansakuError(f"binding to {host} exposes the server beyond this machine: give "
+                           "--token (or TANSAKU_TOKEN)")
+    roots = []
+    for root in allow_root or []:
+        if not root.expanduser().is_dir():
+            raise TansakuError(f"--allow-root {root}: not a folder")
+        roots.append(root.expanduser().resolve())
+    import uvicorn
+
+    config = ServerConfig(tuple(roots), token, int(max_upload_mb * 1024 * 1024), max_pixels)
+    typer.echo(f"tansaku: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
+    uvicorn.run(create_app(_engine(db), config), host=host, port=port, log_level="warning")
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -15,20 +17,22 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from engine.errors import TansakuError
+from engine.errors import NotFoundError, TansakuError
 from engine.settings import Settings
+from engine.warm import WarmGalleries
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.images import ImageReadError, read_image
 from indexer.pipeline import (
     WHITENING_DEFAULTS,
     EmptyFolderError,
     IndexSummary,
+    ProgressCallback,
     index_folder,
     pending_index_path,
 )
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
-from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
+from matcher.rerank import RERANK_MODES, PairMatch, RerankConf, match_pair, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
@@ -57,6 +61,8 @@ class QueryResult:
     gallery: str
     results: list[RankedImage]
     times: dict[str, float]
+    # the query's description, kept for match views (not part of the JSON)
+    description: Description | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The `tansaku query --json` object."""
@@ -71,7 +77,10 @@ class QueryResult:
 class OpenGallery:
     """A gallery ready to search: its rows, FAISS index, feature store and extractors."""
 
-    def __init__(self, gallery: Gallery, rows: list[Image], files: GalleryFiles):
+    def __init__(
+        self, gallery: Gallery, rows: list[Image], files: GalleryFiles,
+        describer: Describer | None = None,
+    ):
         self.gallery = gallery
         self.files = files
         self.paths = {r.id: r.path for r in rows}
@@ -83,11 +92,20 @@ class OpenGallery:
         self.index = VectorIndex.load(pending if pending and pending.exists() else files.index_path)
         self.store = files.features()
         self.projector: Projector | None = load_projector(gallery.config, files.root)
+        if describer is not None:  # models already loaded elsewhere (warm galleries share them)
+            self.__dict__["describer"] = describer
 
     @cached_property
     def describer(self) -> Describer:
         """The gallery's extractors, built on first use (model loading takes a moment)."""
         return Describer(self.gallery.config)
+
+    def projected_dim(self) -> int:
+        """Length of the vectors this gallery's configuration puts in its index."""
+        dim = self.describer.dim
+        if self.projector is None:
+            return dim
+        return int(self.projector(np.zeros((1, dim), np.float32)).shape[1])
 
     def stored_description(self, image_id: int) -> Description:
         """The description stored at index time (what a fresh extraction would give)."""
@@ -104,6 +122,13 @@ class OpenGallery:
     def searcher(self, conf: RerankConf | None = None) -> Searcher:
         """A searcher over this gallery with re-ranking settings `conf` (default: the gallery's)."""
         return Searcher(self.index, self.store, conf or self.default_rerank())
+
+    def image_file(self, image_id: int) -> Path:
+        """The absolute file of an indexed image; NotFoundError for an id the gallery lacks."""
+        row = self.rows.get(image_id)
+        if row is None or not self.gallery.root:
+            raise NotFoundError(f"gallery {self.gallery.name!r} has no indexed image {image_id}")
+        return Path(self.gallery.root) / row.path
 
     def default_rerank(self) -> RerankConf:
         """The re-ranking settings the gallery's configuration names (default: mode `ours`)."""
@@ -129,6 +154,7 @@ class Engine:
             self.sessions = open_database(self.settings.db_url)
         except SQLAlchemyError as exc:
             raise TansakuError(f"cannot open database {self.settings.db_url}: {exc}") from exc
+        self.warm = WarmGalleries(self)  # galleries kept open between queries (the server's)
 
     # galleries ---------------------------------------------------------------------------------
     def gallery_names(self) -> list[str]:
@@ -142,7 +168,7 @@ class Engine:
             gallery = session.scalar(select(Gallery).where(Gallery.name == name))
         if gallery is None:
             known = ", ".join(self.gallery_names()) or "none yet; create one with `tansaku index`"
-            raise TansakuError(f"unknown gallery {name!r} (galleries: {known})")
+            raise NotFoundError(f"unknown gallery {name!r} (galleries: {known})")
         return gallery
 
     def ensure_gallery(self, name: str, profile: str, config: dict[str, Any] | None = None) -> Gallery:
@@ -167,20 +193,41 @@ class Engine:
                 )
         return gallery
 
-    def open_gallery(self, name: str) -> OpenGallery:
-        """Load a gallery for searching."""
+    def open_gallery(self, name: str, describer: Describer | None = None) -> OpenGallery:
+        """Load a gallery for searching (`describer`: its extractors, when already loaded)."""
         gallery = self.get_gallery(name)
         with self.sessions() as session:
             rows = list(session.scalars(select(Image).where(
                 Image.gallery_id == gallery.id, Image.status == ImageStatus.INDEXED)))
-        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id))
+        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), describer)
+
+    def delete_gallery(self, name: str) -> None:
+        """Delete a gallery: its rows, FAISS index and stored features (never the image files)."""
+        gallery = self.get_gallery(name)
+        files = GalleryFiles(self.settings.home, gallery.id)
+        try:
+            with files.write_lock(), self.sessions() as session:
+                row = session.get(Gallery, gallery.id)
+                if row is not None:
+                    session.delete(row)
+                    session.commit()
+        except GalleryBusyError as exc:
+            raise TansakuError(f"gallery {name!r} is being indexed; try again when it is done") from exc
+        shutil.rmtree(files.root, ignore_errors=True)
+        self.warm.forget(name)
 
     # indexing ----------------------------------------------------------------------------------
     def index_folder(
         self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
         batch_size: int = 16, config: dict[str, Any] | None = None,
+        progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+        contained: bool = False,
     ) -> IndexSummary:
-        """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`."""
+        """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`.
+
+        `progress` and `cancel` as in `indexer.pipeline.index_folder`; `contained` skips files whose
+        real path (symbolic links followed) lies outside `folder`.
+        """
         folder = Path(folder).expanduser()
         if not folder.exists():
             raise TansakuError(f"folder not found: {folder}")
@@ -190,7 +237,8 @@ class Engine:
         row = self._fit_gallery_heads(row, folder)
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
-                                prune=prune, batch_size=batch_size)
+                                prune=prune, batch_size=batch_size, progress=progress,
+                                cancel=cancel, contained=contained)
         except (EmptyFolderError, GalleryBusyError) as exc:
             raise TansakuError(str(exc)) from exc
 
@@ -237,13 +285,17 @@ class Engine:
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
+        opened = self.open_gallery(gallery)
+        return self.search_pixels(opened, read_query_image(path), str(path), top_k, shortlist,
+                                  rerank, conf)
+
+    def search_pixels(
+        self, opened: OpenGallery, pixels: np.ndarray, label: str, top_k: int = 10,
+        shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
+    ) -> QueryResult:
+        """Rank an open gallery for an image already decoded (RGB uint8); `label` names it."""
         if top_k < 1 or shortlist < 1:
             raise TansakuError("--top-k and --shortlist must be at least 1")
-        opened = self.open_gallery(gallery)
-        try:
-            pixels = read_image(path)
-        except ImageReadError as exc:
-            raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
         start = time.perf_counter()
         description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
@@ -252,7 +304,29 @@ class Engine:
             vector=opened.projected(description),
         )
         times = {"extraction": extraction, **result.times}
-        return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
+        return QueryResult(label, opened.gallery.name, opened.ranked(result.hits), times,
+                           description)
+
+    def match(
+        self, opened: OpenGallery, query: Description, image_id: int, conf: RerankConf | None = None
+    ) -> PairMatch:
+        """The verified correspondences between a query and one gallery image (empty where
+        either has no local features)."""
+        if image_id not in opened.rows:
+            raise NotFoundError(f"gallery {opened.gallery.name!r} has no indexed image {image_id}")
+        stored = opened.stored_description(image_id)
+        if query.local is None or stored.local is None:
+            none = np.zeros((0, 2), np.float32)
+            return PairMatch(none, none, 0)
+        return match_pair(query.local, stored.local, conf or opened.default_rerank())
+
+
+def read_query_image(path: Path) -> np.ndarray:
+    """A query image's pixels; an unreadable file is a user error naming it."""
+    try:
+        return read_image(path)
+    except ImageReadError as exc:
+        raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
 
 
 def _readable(paths: list[Path]) -> Iterator[np.ndarray]:

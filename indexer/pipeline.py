@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,14 @@ WHITENING_DEFAULTS: dict[str, Any] = {
 
 class EmptyFolderError(ValueError):
     """The folder holds no image files."""
+
+
+class IndexCancelled(Exception):  # noqa: N818 (a request, not a fault)
+    """The caller's cancel event was set; the run stopped between batches, its work so far saved."""
+
+
+# (images done, images to do, the summary so far), called after each batch
+ProgressCallback = Callable[[int, int, "IndexSummary"], None]
 
 
 @dataclass
@@ -222,12 +231,20 @@ def index_folder(
     prune: bool = False,
     batch_size: int = 16,
     checkpoint_seconds: float = 30.0,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    contained: bool = False,
 ) -> IndexSummary:
-    """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees."""
+    """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees.
+
+    `progress` is told after each batch how far the run is; `cancel`, checked between batches,
+    stops the run as Ctrl-C does (`IndexCancelled`; the work so far is saved). `contained` skips
+    files whose real path lies outside `folder` (symbolic links pointing out).
+    """
     folder = folder.resolve()
     if not folder.is_dir():
         raise NotADirectoryError(f"not a folder: {folder}")
-    paths = list(discover_images(folder))
+    paths = [p for p in discover_images(folder) if not contained or _inside(p, folder)]
     if not paths:
         raise EmptyFolderError(f"no image files found in {folder}")
     files = GalleryFiles(home, gallery.id)
@@ -266,11 +283,11 @@ def index_folder(
             if prune:
                 _prune(session, gone, index, store, summary)
             _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size,
-                       projector)
+                       projector, progress, cancel)
             checkpoint(force=True)  # what was indexed is safe before the whitening is learned
             checkpoint.index = index = refresh_whitening(session, gallery, files, index)
         except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
+            interrupted = isinstance(exc, KeyboardInterrupt | IndexCancelled)
             run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
             _finish(run, summary, checkpoint)
             raise
@@ -280,22 +297,38 @@ def index_folder(
     return summary
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    if path.resolve().is_relative_to(folder):
+        return True
+    log.warning("skipped %s: it links to a file outside %s", path, folder)
+    return False
+
+
 def _run_tasks(
     tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
     store: FeatureStore, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
-    projector: Projector | None,
+    projector: Projector | None, progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
 ) -> None:
+    if progress is not None:
+        progress(0, len(tasks), summary)
     if not tasks or describer is None:
         return
     checkpoint(force=True)  # the PENDING rows exist before any extraction starts
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
+        done = 0
         for batch in _batches(tasks, batch_size):
+            if cancel is not None and cancel.is_set():
+                raise IndexCancelled(f"cancelled after {done} of {len(tasks)} images")
             _process_batch(batch, describer, session, index, store, summary, pool, projector)
             checkpoint.dirty = True
             checkpoint()
             bar.update(len(batch))
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(tasks), summary)
 
 
 def _prune(

@@ -13,6 +13,7 @@ from engine.errors import TansakuError
 from engine.evaluation.reid_protocols import (
     METRICS,
     PersonSet,
+    ReidTrial,
     evaluate_market,
     evaluate_viper,
     load_market,
@@ -45,9 +46,10 @@ def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 6
 
 def evaluate_reid(
     dataset: Path, fmt: str, method: str = "lomo", metric: str = "xqda", trials: int = 10,
-    seed: int = 0,
+    seed: int = 0, details: list[ReidTrial] | None = None,
 ) -> dict[str, Any]:
-    """The `tansaku eval reid --json` object for `dataset` in layout `fmt`."""
+    """The `tansaku eval reid --json` object for `dataset` in layout `fmt` (each trial's
+    distances appended to `details` when given)."""
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
@@ -66,12 +68,12 @@ def evaluate_reid(
             persons = load_viper(dataset)
             features = describe_set(method, persons, "VIPeR")
             return evaluate_viper(features, persons, metric, trials, seed,  # type: ignore[arg-type]
-                                  method=label, normalizer=normalizer)
+                                  method=label, normalizer=normalizer, details=details)
         split = load_market(dataset)
         train = describe_set(method, split.train, "bounding_box_train")
         query = describe_set(method, split.query, "query")
         gallery = describe_set(method, split.gallery, "bounding_box_test")
         return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
-                               method=label, normalizer=normalizer)
+                               method=label, normalizer=normalizer, details=details)
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # layout and name errors
         raise TansakuError(str(exc)) from exc
