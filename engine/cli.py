@@ -260,8 +260,13 @@ def serve(
     db: DbOption = None,
 ) -> None:
     """Serve the REST API (OpenAPI at /docs) and web pages over warm galleries."""
-    from engine.server import ServerConfig, create_app, is_loopback
+    try:
+        import uvicorn
 
+        from engine.server import ServerConfig, create_app, is_loopback
+    except ImportError as exc:
+        raise TansakuError(f"tansaku serve needs the serve extra ({exc.name} is missing): "
+                           "pip install -e '.[serve]'") from exc
     if not is_loopback(host) and not token:
         raise TansakuError(f"binding to {host} exposes the server beyond this machine: give "
                            "--token (or TANSAKU_TOKEN)")
@@ -270,8 +275,6 @@ def serve(
         if not root.expanduser().is_dir():
             raise TansakuError(f"--allow-root {root}: not a folder")
         roots.append(root.expanduser().resolve())
-    import uvicorn
-
     config = ServerConfig(tuple(roots), token, int(max_upload_mb * 1024 * 1024), max_pixels)
     typer.echo(f"tansaku: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
     uvicorn.run(create_app(_engine(db), config), host=host, port=port, log_level="warning")

@@ -82,8 +82,10 @@ def data_uri(data: bytes, mime: str) -> str:
 
 def cmc_plot(cmc: Sequence[float] | np.ndarray, label: str = "", max_rank: int = 20) -> bytes:
     """The CMC curve (identification rate in % against rank) as PNG bytes, drawn by matplotlib."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("the CMC plot needs matplotlib: pip install -e '.[serve]'") from exc
     matplotlib.use("Agg")  # no display; safe to call from any thread of a server
     from matplotlib.figure import Figure
 

@@ -69,7 +69,10 @@ def _thumb(path: Path, side: int = THUMB) -> str:
 
 
 def _render(template: str, **context: Any) -> str:
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    try:
+        from jinja2 import Environment, FileSystemLoader, select_autoescape
+    except ImportError as exc:
+        raise TansakuError("reports need the serve extra: pip install -e '.[serve]'") from exc
 
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html"]))
