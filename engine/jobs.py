@@ -98,9 +98,13 @@ class JobManager:
 
     def start(self, folder: str, gallery: str, profile: str = "landmark") -> Job:
         """Check the folder and start indexing it into `gallery` in a background thread."""
+        from indexer.profiles import PROFILES
+
         real = resolve_under(folder, self.roots)
         if not gallery.strip():
             raise TansakuError("gallery: give a gallery name")
+        if profile not in PROFILES:
+            raise TansakuError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
         with self._lock:
             if any(j.gallery == gallery and j.status in ("queued", "running")
                    for j in self._jobs.values()):

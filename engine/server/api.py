@@ -136,7 +136,8 @@ def match_png(request: Request, query_id: str, image_id: int) -> Response:
     pair = s.engine.match(opened, query.description, image_id, query.conf)
     candidate = _read(served_file(opened, image_id))
     caption = f"{pair.inliers} inliers of {pair.putative} matches: {opened.paths[image_id]}"
-    view = match_view(query.pixels, candidate, pair.query_points, pair.candidate_points, caption)
+    view = match_view(query.pixels, candidate, pair.query_points * query.scale,
+                      pair.candidate_points, caption)
     return Response(encode(view, "png"), media_type="image/png",
                     headers={"X-Inliers": str(pair.inliers)})
 

@@ -24,6 +24,7 @@ from engine.core import Engine
 from engine.errors import NotFoundError, TansakuError
 from engine.jobs import ForbiddenPathError, JobConflictError, JobManager
 from engine.uploads import MAX_BYTES, MAX_PIXELS, UploadError
+from engine.visual import thumbnail
 from indexer.describe import Description
 from matcher.rerank import RerankConf
 
@@ -49,9 +50,13 @@ class RecentQuery:
 
     id: str
     gallery: str
-    pixels: np.ndarray
+    pixels: np.ndarray  # the query image, longer side at most KEPT_SIDE
+    scale: float  # of `pixels` against the image the description's keypoints refer to
     description: Description
     conf: RerankConf | None
+
+
+KEPT_SIDE = 1024  # queries are kept this small for match views (a 40 MP upload would be 120 MB)
 
 
 @dataclass
@@ -65,7 +70,9 @@ class QueryMemory:
     def add(self, gallery: str, pixels: np.ndarray, description: Description,
             conf: RerankConf | None) -> str:
         """Remember a query; returns its id."""
-        query = RecentQuery(uuid.uuid4().hex, gallery, pixels, description, conf)
+        small = thumbnail(pixels, KEPT_SIDE)
+        query = RecentQuery(uuid.uuid4().hex, gallery, small, small.shape[0] / pixels.shape[0],
+                            description, conf)
         with self._lock:
             self._items[query.id] = query
             while len(self._items) > self.size:

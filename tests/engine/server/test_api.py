@@ -177,3 +177,22 @@ def test_query_sees_a_gallery_reindexed_by_another_process(client: TestClient, e
     other.index_folder(folder, "growing")
     after = query(client, probe, gallery="growing").json()["results"]
     assert after[0]["path"] == "chelsea.jpg"
+
+
+def test_person_gallery_results_carry_person_and_camera(client: TestClient, engine: Engine,
+                                                        world: dict[str, Path]) -> None:
+    from engine.core import profile_config
+    from tests.engine.test_person_gallery import person_crop
+
+    rng = np.random.default_rng(0)
+    folder = world["root"] / "people"
+    for pid in range(1, 5):
+        for cam in (1, 2):
+            write_rgb(folder / f"{pid:04d}_c{cam}s1_{cam:06d}_00.jpg", person_crop(pid, cam, rng))
+    engine.index_folder(folder, "people", profile="person", config=profile_config("person", "lomo"))
+    body = query(client, jpeg_bytes(person_crop(3, 1, rng)), gallery="people", top_k="4").json()
+    first = body["results"][0]
+    assert (first["person_id"], first["camera_id"]) == (3, int(first["path"][6]))
+    assert all("person_id" in r and "camera_id" in r for r in body["results"])
+    view = client.get(first["match_url"])  # no local features: the pair side by side, no lines
+    assert view.status_code == 200 and view.headers["x-inliers"] == "0"
