@@ -129,8 +129,8 @@ def evaluate_holidays(
     conf: RerankConf | None = None, config: dict[str, Any] | None = None,
     details: list[RetrievalDetails] | None = None,
 ) -> dict[str, Any]:
-    """INRIA Holidays mAP (DESIGN.md protocol), percentages 0-100; per-query outcomes are
-    appended to `details` when given."""
+    """INRIA Holidays mAP (the protocol in this module's docstring), percentages 0-100; per-query
+    outcomes are appended to `details` when given."""
     name = eval_gallery_name("holidays", folder, config)
     engine.index_folder(folder, name, profile="landmark", config=config)
     opened = engine.open_gallery(name)
