@@ -275,7 +275,8 @@ def serve(
         if not root.expanduser().is_dir():
             raise TansakuError(f"--allow-root {root}: not a folder")
         roots.append(root.expanduser().resolve())
-    config = ServerConfig(tuple(roots), token, int(max_upload_mb * 1024 * 1024), max_pixels)
+    config = ServerConfig(tuple(roots), token, int(max_upload_mb * 1024 * 1024), max_pixels,
+                          preload=True)
     typer.echo(f"tansaku: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
     uvicorn.run(create_app(_engine(db), config), host=host, port=port, log_level="warning")
 

@@ -101,7 +101,9 @@ def main() -> None:
     engine = Engine()
     indexed = engine.index_folder(folder, name)
     queries = pick_queries(folder, args.queries)
-    env = {**os.environ, "TANSAKU_HOME": str(engine.settings.home)}
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout, not another install
+    env = {**os.environ, "TANSAKU_HOME": str(engine.settings.home),
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     env.pop("TANSAKU_TOKEN", None)
     load_before = os.getloadavg()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ class ServerConfig:
     max_bytes: int = MAX_BYTES
     max_pixels: int = MAX_PIXELS
     recent_queries: int = 64  # queries remembered for their match views
+    preload: bool = False  # open every gallery when the server starts, not at its first query
 
 
 @dataclass
@@ -136,13 +139,28 @@ def _token_ok(request: Request, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+def _preload(engine: Engine) -> None:
+    """Open every gallery (models, index, rows) so that first queries need not wait."""
+    for name in engine.gallery_names():
+        try:
+            engine.warm.get(name)
+        except Exception as exc:  # noqa: BLE001 (an empty or broken gallery must not stop the rest)
+            log.warning("gallery %s not preloaded: %s", name, exc)
+
+
 def create_app(engine: Engine | None = None, config: ServerConfig | None = None) -> FastAPI:
     """The tansaku web application over `engine` (default: the one the environment names)."""
     from engine.server import api, pages
 
     engine = engine or Engine()
     config = config or ServerConfig()
-    app = FastAPI(title="tansaku", version="0.1.0",
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config.preload:
+            threading.Thread(target=_preload, args=(engine,), name="preload", daemon=True).start()
+        yield
+
+    app = FastAPI(title="tansaku", version="0.1.0", lifespan=lifespan,
                   description="Search engine for images and for people: query warm galleries, "
                   "see why results matched, index folders under the allowed roots.")
     app.state.tansaku = ServerState(engine, config, JobManager(engine, list(config.allow_roots)),
