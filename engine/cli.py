@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -278,7 +279,8 @@ def serve(
     config = ServerConfig(tuple(roots), token, int(max_upload_mb * 1024 * 1024), max_pixels,
                           preload=True)
     typer.echo(f"tansaku: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
-    uvicorn.run(create_app(_engine(db), config), host=host, port=port, log_level="warning")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or kill: uvicorn has shut down cleanly
+        uvicorn.run(create_app(_engine(db), config), host=host, port=port, log_level="warning")
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -10,8 +10,11 @@ Indexes GALLERY_FOLDER into a gallery (incremental: a second run re-uses it), st
 - cold: one `tansaku query IMAGE --gallery NAME --json` process each (interpreter start, imports,
   model and index loading included: what a user of the CLI waits for);
 - throughput: queries per second with 1, 2 and 4 concurrent HTTP clients.
-It also reads the server's resident memory (VmRSS, and VmHWM: the peak) from /proc. Prints one
-JSON object (`--json`) or a few lines. Both sides answer the same queries; the top results are
+It also reads the server's resident memory (VmRSS, and VmHWM: the peak) from /proc, and the CPU
+seconds each side spends per query (the server process's from /proc while it answers the
+sequential queries; each CLI process's from the kernel's accounting of children): on a machine
+shared with other jobs, wall times stretch with the load, CPU seconds much less. Prints one JSON
+object (`--json`) or a few lines. Both sides answer the same queries; the top results are
 compared as a check.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -88,6 +92,17 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": fields.get("VmRSS", 0.0), "peak_rss_mb": fields.get("VmHWM", 0.0)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
@@ -121,7 +136,9 @@ def main() -> None:
 
     try:
         first_query_s, _ = ask(queries[0])  # opens the gallery and loads the models
+        cpu_start = cpu_seconds(server.pid)
         warm = [ask(q) for q in queries]
+        warm_cpu = (cpu_seconds(server.pid) - cpu_start) / len(queries)
         qps = {}
         for clients in (1, 2, 4):
             jobs = queries * max(1, (2 * clients + len(queries) - 1) // len(queries))
@@ -135,6 +152,7 @@ def main() -> None:
         server.wait(timeout=30)
 
     cold, agree = [], 0
+    cpu_start = children_cpu()
     for query, (_, served) in zip(queries, warm, strict=True):
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "engine", "query", str(query), "--gallery", name,
@@ -144,6 +162,7 @@ def main() -> None:
         cli = json.loads(proc.stdout)
         agree += [r["path"] for r in cli["results"]] == [r["path"] for r in served["results"]]
 
+    cold_cpu = (children_cpu() - cpu_start) / len(queries)
     warm_times = [t for t, _ in warm]
     result = {
         "gallery": name, "folder": str(folder), "images": indexed.indexed + indexed.unchanged,
@@ -151,6 +170,8 @@ def main() -> None:
         "warm_http": summary(warm_times), "first_query_s": round(first_query_s, 3),
         "cold_cli": summary(cold),
         "speedup_median": round(statistics.median(cold) / statistics.median(warm_times), 1),
+        "cpu_s_per_query": {"warm_server": round(warm_cpu, 3), "cold_cli": round(cold_cpu, 3)},
+        "cpu_speedup": round(cold_cpu / warm_cpu, 1),
         "qps": qps, "server_memory": memory,
         "same_ranking": f"{agree}/{len(queries)}",
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count(),
