@@ -243,7 +243,6 @@ class Engine:
         except GalleryBusyError as exc:
             raise TansakuError(f"gallery {name!r} is being written by another process; "
                                "try again when it has finished") from exc
-        log.info("deleted gallery %s", name)
 
     def _existing_gallery(
         self, name: str, profile: str, config: dict[str, Any] | None

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, MetaData, delete, insert, inspect, select, text
 
-from storage.models import Base, Image, SchemaVersion, Source
+from storage.models import Base, Gallery, Image, SchemaVersion, Source
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,10 @@ def _add_sources(conn: Connection) -> None:
 def _rebuild_sqlite_images(conn: Connection, assign: str) -> None:
     """SQLite: copy `images` into a table of the current definition (nothing references it)."""
     table = Image.__table__
-    new = table.to_metadata(MetaData(), name="images__new")  # type: ignore[attr-defined]
+    meta = MetaData()
+    for target in (Gallery.__table__, Source.__table__):  # what its foreign keys point to
+        target.to_metadata(meta)  # type: ignore[attr-defined]
+    new = table.to_metadata(meta, name="images__new")  # type: ignore[attr-defined]
     new.indexes.clear()  # index names are global in SQLite: made after the rename
     new.create(conn)
     old = {c["name"] for c in inspect(conn).get_columns("images")}
