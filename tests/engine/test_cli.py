@@ -134,11 +134,19 @@ def test_folder_without_a_savedmodel_is_one_error_and_no_gallery(tmp_path: Path)
     assert not any((home / "galleries").glob("*/*"))  # no files folder with anything in it
 
 
-@pytest.mark.xfail(strict=True, reason="load_heads raises the unpickler's IndexError until it "
-                   "raises ModelLoadError (issue 8, the loaders part); remove this mark then")
 def test_text_file_as_delg_heads_is_one_error_and_no_gallery(tmp_path: Path) -> None:
+    from indexer.errors import ModelLoadError
+    from indexer.extractors.delg_torch import load_heads
+
     notes = tmp_path / "NOTES.txt"
     notes.write_text("these are notes, not DELG heads\n" * 20)
+    try:
+        load_heads(notes)
+    except ModelLoadError:
+        pass
+    except Exception:  # noqa: BLE001  # the loader's own error, before issue 8's loaders part
+        pytest.xfail("load_heads raises the unpickler's error, not ModelLoadError, until the "
+                     "loaders part of issue 8 lands")
     write_rgb(tmp_path / "imgs" / "a.jpg", sample_image("coffee", 64))
     home = tmp_path / "home"
     proc = tansaku(home, "index", str(tmp_path / "imgs"), "-g", "n",
