@@ -512,12 +512,17 @@ def _cached_pcb(path: str, mtime_ns: int, input_size: tuple[int, int] | None) ->
 
 
 def pcb_from_argument(argument: str) -> PCB | ResNetPCB:
-    """The model of a `pcb:CHECKPOINT[?size=HxW]` method argument, loaded once and kept."""
-    path_text, options = split_options(argument)
-    unknown = set(options) - {"size"}
-    if unknown:
-        raise ValueError(f"pcb:{argument}: unknown option {sorted(unknown)}; valid: size (HxW)")
-    size = parse_input_size(options["size"]) if "size" in options else None
+    """The model of a `pcb:CHECKPOINT[?size=HxW]` method argument, loaded once and kept.
+
+    A bad option or a checkpoint that cannot be used raises `ModelLoadError`."""
+    try:
+        path_text, options = split_options(argument)
+        unknown = set(options) - {"size"}
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)}; valid: size (HxW)")
+        size = parse_input_size(options["size"]) if "size" in options else None
+    except ValueError as exc:  # a setting of the method, reported as the model's
+        raise ModelLoadError(f"pcb:{argument}", str(exc)) from exc
     path = Path(path_text).expanduser()
     mtime = path.stat().st_mtime_ns if path.is_file() else 0
     return _cached_pcb(str(path), mtime, size)

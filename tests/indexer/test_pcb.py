@@ -471,7 +471,7 @@ def test_pcb_loaders_raise_model_load_error_naming_the_file(tmp_path: Path, refe
     good = _save_torchreid(reference, tmp_path / "good.pth")
     with pytest.raises(ModelLoadError, match="too small for 6 stripes"):
         load_any_pcb(good, input_size=(64, 32))
-    with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+    with pytest.raises(ModelLoadError, match="HEIGHTxWIDTH"):
         pcb_method(_crops(1), f"{good}?size=256")
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ModelLoadError, match=r"good\.pth\?height=256: unknown option"):
         pcb_method(_crops(1), f"{good}?height=256")
