@@ -469,10 +469,10 @@ def profile_config(
         return None
     if profile != "person":
         raise TansakuError("--method applies to person galleries (--profile person)")
-    from indexer.extractors.person import parse_method
+    from indexer.extractors.person import canonical_method
 
     try:
-        parse_method(method)
+        method = canonical_method(method)  # file arguments made absolute
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
     config = resolve_profile(profile)
