@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import pickle
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -358,7 +359,9 @@ def _safe_load(path: Path) -> Any:
             except UnicodeDecodeError:
                 return torch.load(path, map_location="cpu", weights_only=True, encoding="latin1")
         except Exception as exc:  # the unpickler fails in many ways on a file of another kind
-            detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            # torch's own message suggests weights_only=False (arbitrary code): keep only its gist
+            first = str(exc).split(".")[0] if isinstance(exc, pickle.UnpicklingError) else str(exc)
+            detail = " ".join(f"{type(exc).__name__}: {first}".split())[:160]
             raise ModelLoadError(path, f"not a PCB checkpoint (a torch weights file): {detail}") \
                 from exc
 
