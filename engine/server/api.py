@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from engine.catalog import gallery_overview, served_file
+from engine.catalog import gallery_overview, gallery_overviews, served_file
 from engine.core import QueryResult, rerank_conf
 from engine.errors import NotFoundError
 from engine.jobs import JobConflictError
@@ -34,7 +34,7 @@ def _g(name: str) -> str:
 @router.get("/galleries", summary="List galleries with image counts and failures")
 def list_galleries(request: Request) -> dict[str, Any]:
     engine = state(request).engine
-    return {"galleries": [gallery_overview(engine, name) for name in engine.gallery_names()]}
+    return {"galleries": gallery_overviews(engine)}
 
 
 @router.get("/galleries/{name}", summary="One gallery: profile, model, counts, failures, last run")
@@ -72,20 +72,16 @@ def query_gallery(
                                     rerank, conf)
     assert result.description is not None
     query_id = s.queries.add(name, pixels, result.description, conf)
-    return _with_urls(result, query_id, opened.rows)
+    return _with_urls(result, query_id)
 
 
-def _with_urls(result: QueryResult, query_id: str, rows: dict[int, Any]) -> dict[str, Any]:
+def _with_urls(result: QueryResult, query_id: str) -> dict[str, Any]:
     out = result.to_json()
     out["query_id"] = query_id
     out["query_url"] = f"/api/queries/{query_id}/image"
     base = f"/api/galleries/{_g(result.gallery)}/images"
     for item in out["results"]:
         image_id = item["image_id"]
-        row = rows.get(image_id)
-        if row is not None and row.person_id is not None:
-            item.setdefault("person_id", row.person_id)
-            item.setdefault("camera_id", row.camera_id)
         item["thumbnail_url"] = f"{base}/{image_id}/thumbnail"
         item["image_url"] = f"{base}/{image_id}/original"
         item["match_url"] = f"/api/queries/{query_id}/matches/{image_id}.png"

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from engine.catalog import gallery_overview
+from engine.catalog import gallery_overview, gallery_overviews
 from engine.errors import NotFoundError
 from engine.server.app import HERE, ServerState
 from matcher.rerank import RERANK_MODES
@@ -22,7 +22,7 @@ def _state(request: Request) -> ServerState:
 @router.get("/", response_class=HTMLResponse)
 def index_page(request: Request) -> HTMLResponse:
     s = _state(request)
-    galleries = [gallery_overview(s.engine, name, failures=0) for name in s.engine.gallery_names()]
+    galleries = gallery_overviews(s.engine, failures=0)
     return templates.TemplateResponse(request, "index.html", {
         "galleries": galleries, "allow_roots": [str(r) for r in s.config.allow_roots]})
 

@@ -115,9 +115,9 @@ const tansaku = (() => {
       if (r.inliers !== null && r.inliers !== undefined) facts.push(`${r.inliers} inliers`);
       if (r.person_id !== undefined && r.person_id !== null) facts.push(`person ${r.person_id}, cam ${r.camera_id}`);
       const card = el("button", { class: "card", type: "button", "data-rank": String(r.rank), title: "show the match" },
-        el("img", { src: r.thumbnail_url, alt: r.path, loading: "lazy" }),
+        el("img", { src: r.thumbnail_url, alt: r.relative_path || r.path, loading: "lazy" }),
         el("span", { class: "rank", text: `#${r.rank}` }),
-        el("span", { class: "name", text: r.path }),
+        el("span", { class: "name", text: r.relative_path || r.path, title: r.path }),
         el("span", { class: "facts", text: facts.join(" · ") }));
       card.addEventListener("click", () => openMatch(r));
       return card;
@@ -126,7 +126,7 @@ const tansaku = (() => {
   }
   function openMatch(r) {
     const dialog = $("#match");
-    $("#match-title").replaceChildren(el("strong", { text: `#${r.rank} ${r.path}` }),
+    $("#match-title").replaceChildren(el("strong", { text: `#${r.rank} ${r.relative_path || r.path}` }),
       ` · score ${r.score.toFixed(3)} · `, el("a", { href: r.image_url, target: "_blank", text: "original" }));
     $("#match-img").src = r.match_url;
     dialog.showModal();

@@ -40,11 +40,12 @@ def test_query_returns_the_cli_object_with_urls(client: TestClient, world: dict[
     cli = engine.query(world["query"], "photos", top_k=3).to_json()
     assert body["gallery"] == "photos"
     assert [r["path"] for r in body["results"]] == [r["path"] for r in cli["results"]]
+    assert body["results"][0]["path"] == str(world["photos"] / "sub" / f"{QUERY_SOURCE}.jpg")
     assert [r["inliers"] for r in body["results"]] == [r["inliers"] for r in cli["results"]]
     np.testing.assert_allclose([r["score"] for r in body["results"]],
                                [r["score"] for r in cli["results"]], atol=1e-4)
     first = body["results"][0]
-    assert first["path"] == f"sub/{QUERY_SOURCE}.jpg"
+    assert first["relative_path"] == f"sub/{QUERY_SOURCE}.jpg"
     assert first["inliers"] >= 12
     assert set(body["timings"]) >= {"extraction", "search"}
     for key in ("thumbnail_url", "image_url", "match_url"):
@@ -57,7 +58,7 @@ def test_query_options(client: TestClient, world: dict[str, Path]) -> None:
     assert len(plain["results"]) == 2
     assert all(r["inliers"] is None for r in plain["results"])
     delf = query(client, data, top_k="2", mode="delf").json()
-    assert delf["results"][0]["path"] == f"sub/{QUERY_SOURCE}.jpg"
+    assert delf["results"][0]["relative_path"] == f"sub/{QUERY_SOURCE}.jpg"
     assert query(client, data, mode="fancy").status_code == 400
     assert "fancy" in query(client, data, mode="fancy").json()["error"]
 
@@ -69,7 +70,7 @@ def test_thumbnail_and_original(client: TestClient, world: dict[str, Path]) -> N
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
     original = client.get(first["image_url"])
     assert original.status_code == 200
-    assert original.content == (world["photos"] / first["path"]).read_bytes()
+    assert original.content == Path(first["path"]).read_bytes()
 
 
 def test_match_view_draws_the_inliers(client: TestClient, world: dict[str, Path]) -> None:
@@ -171,12 +172,12 @@ def test_query_sees_a_gallery_reindexed_by_another_process(client: TestClient, e
     engine.index_folder(folder, "growing")
     probe = jpeg_bytes(warp(sample_image("chelsea", 256), seed=5))
     before = query(client, probe, gallery="growing").json()["results"]
-    assert {r["path"] for r in before} == {"astronaut.jpg", "sub/coffee.jpg"}
+    assert {r["relative_path"] for r in before} == {"astronaut.jpg", "sub/coffee.jpg"}
     write_rgb(folder / "chelsea.jpg", sample_image("chelsea", 256))
     other = Engine(engine.settings)  # another process's engine: no shared state
     other.index_folder(folder, "growing")
     after = query(client, probe, gallery="growing").json()["results"]
-    assert after[0]["path"] == "chelsea.jpg"
+    assert after[0]["relative_path"] == "chelsea.jpg"
 
 
 def test_person_gallery_results_carry_person_and_camera(client: TestClient, engine: Engine,
@@ -192,7 +193,7 @@ def test_person_gallery_results_carry_person_and_camera(client: TestClient, engi
     engine.index_folder(folder, "people", profile="person", config=profile_config("person", "lomo"))
     body = query(client, jpeg_bytes(person_crop(3, 1, rng)), gallery="people", top_k="4").json()
     first = body["results"][0]
-    assert (first["person_id"], first["camera_id"]) == (3, int(first["path"][6]))
+    assert (first["person_id"], first["camera_id"]) == (3, int(first["relative_path"][6]))
     assert all("person_id" in r and "camera_id" in r for r in body["results"])
     view = client.get(first["match_url"])  # no local features: the pair side by side, no lines
     assert view.status_code == 200 and view.headers["x-inliers"] == "0"

@@ -140,10 +140,11 @@ def test_original_linking_outside_is_not_served(tmp_path: Path) -> None:
 
     class Row:
         def __init__(self, path: str) -> None:
-            self.path = path
+            self.path, self.source_id = path, 7
 
-    opened = OpenGallery.__new__(OpenGallery)
-    opened.gallery = type("G", (), {"name": "g", "root": str(folder)})()  # type: ignore[assignment]
+    opened = OpenGallery.__new__(OpenGallery)  # only what image_file reads
+    opened.gallery = type("G", (), {"name": "g"})()  # type: ignore[assignment]
+    opened.sources = {7: str(folder)}
     opened.rows = {1: Row("inside.jpg"), 2: Row("link.jpg"), 3: Row("../secret.jpg")}  # type: ignore[dict-item]
     assert served_file(opened, 1) == (folder / "inside.jpg").resolve()
     for image_id in (2, 3):
