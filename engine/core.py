@@ -206,7 +206,7 @@ class Engine:
         conf = dict(joint.get("conf") or {})
         if joint.get("name") != "delg-efficientnet-lite0" or conf.get("heads") != GALLERY_HEADS:
             return gallery
-        from indexer.extractors.delg_torch import init_heads_from_images
+        from indexer.extractors.delg_torch import DelgEfficientNet, init_heads_from_images
         from indexer.images import discover_images
 
         paths = sorted(discover_images(folder))
@@ -218,7 +218,8 @@ class Engine:
         heads_path = GalleryFiles(self.settings.home, gallery.id).path("delg-heads.pt")
         fit_conf = {k: v for k, v in conf.items() if k != "heads"}
         whiten = len(paths) >= WHITENING_DEFAULTS["min_images"]
-        images = tqdm(_readable(paths), total=len(paths), desc="fitting DELG heads", unit="img")
+        side = fit_conf.get("max_side", DelgEfficientNet.default_conf["max_side"])
+        images = tqdm(_readable(paths, side), total=len(paths), desc="fitting DELG heads", unit="img")
         init_heads_from_images(images, heads_path, fit_conf, whiten=whiten)
         with self.sessions() as session:
             row = session.get(Gallery, gallery.id)
@@ -241,7 +242,7 @@ class Engine:
             raise TansakuError("--top-k and --shortlist must be at least 1")
         opened = self.open_gallery(gallery)
         try:
-            pixels = read_image(path)
+            pixels = read_image(path, opened.describer.max_side)
         except ImageReadError as exc:
             raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
         start = time.perf_counter()
@@ -255,11 +256,11 @@ class Engine:
         return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
 
 
-def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
+def _readable(paths: list[Path], max_side: int | None) -> Iterator[np.ndarray]:
     """The images at `paths` that can be read (the indexing run reports the others)."""
     for path in paths:
         try:
-            yield read_image(path)
+            yield read_image(path, max_side)
         except ImageReadError:
             continue
 

@@ -281,6 +281,11 @@ class DelgSavedModel(JointExtractor):
         out = self.raw_outputs(np.full((64, 64, 3), 128, np.uint8))
         return int(np.shape(out["global_descriptors"])[-1]), int(np.shape(out["features"])[-1])
 
+    @property
+    def max_side(self) -> int | None:
+        size = self.conf["max_image_size"]  # DELF: a negative size sets no bound
+        return int(size) if size >= 1 else None
+
     def _check_conf(self) -> None:
         n_scales = len(self.conf["image_scales"])
         bad = [i for i in self.conf["global_scales_ind"] if not 0 <= i < n_scales]
