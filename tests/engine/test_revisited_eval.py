@@ -49,6 +49,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_revisited_settings_with_cropped_queries(dataset: Path, tmp_path: Path) -> None:
     engine = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
     out = evaluate_retrieval(engine, dataset, "roxford")

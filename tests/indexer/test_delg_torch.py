@@ -154,6 +154,7 @@ def test_heads_file_round_trip(tmp_path: Path) -> None:
         load_heads(tmp_path / "other.pt")
 
 
+@pytest.mark.slow
 def test_init_from_images_and_registry(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(3)]
