@@ -117,7 +117,7 @@ def _decode(path: Path, img: Image.Image, max_side: int | None, cap: int) -> Ima
             "its format cannot be reduced while decoding" if img.format != "JPEG" else "at full size")
         raise ImageReadError(
             path, f"{width}x{height} px image ({width * height / 1e6:.0f} Mpx, {how}) is over the "
-            f"{cap / 1e6:g} Mpx decoding limit; make it smaller before indexing it")
+            f"{cap / 1e6:g} Mpx decoding limit; make it smaller first")
     orientation = img.getexif().get(0x0112)  # read before reducing: reduce() drops the EXIF
     img.load()  # forces a full decode: truncated files fail here
     out = img
