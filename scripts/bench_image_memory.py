@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--tansaku", default=shutil.which("tansaku") or ".venv/bin/tansaku")
     parser.add_argument("--home", type=Path, default=None, help="TANSAKU_HOME (default: a fresh one)")
     args = parser.parse_args()
-    if not (args.folder / "big" / "huge.png").exists():
+    if not (args.folder / "bigjpg" / "big.jpg").exists():  # the last file written
         make_folders(args.folder)
     home = args.home or Path(tempfile.mkdtemp(prefix="tansaku-memory-"))
     env = {**os.environ, "TANSAKU_HOME": str(home), "OMP_NUM_THREADS": "1"}
