@@ -358,7 +358,7 @@ class Engine:
         The whitening FC is learned only from a folder of at least `WHITENING_DEFAULTS["min_images"]`
         images (fewer over-fit it; the FC stays the identity); the local PCA always is.
         """
-        from indexer.extractors.delg_torch import init_heads_from_images
+        from indexer.extractors.delg_torch import DelgEfficientNet, init_heads_from_images
 
         paths = sorted(discover_images(folder))
         if not paths:
@@ -369,7 +369,8 @@ class Engine:
         conf = dict(config["joint"].get("conf") or {})
         fit_conf = {k: v for k, v in conf.items() if k != "heads"}
         whiten = len(paths) >= WHITENING_DEFAULTS["min_images"]
-        images = tqdm(_readable(paths), total=len(paths), desc="fitting DELG heads", unit="img")
+        side = fit_conf.get("max_side", DelgEfficientNet.default_conf["max_side"])
+        images = tqdm(_readable(paths, side), total=len(paths), desc="fitting DELG heads", unit="img")
         try:
             init_heads_from_images(images, out, fit_conf, whiten=whiten)
         except (ModelLoadError, ValueError) as exc:
@@ -398,8 +399,8 @@ class Engine:
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
         opened = self.open_gallery(gallery)
-        return self.search_pixels(opened, read_query_image(path), str(path), top_k, shortlist,
-                                  rerank, conf)
+        pixels = read_query_image(path, opened.describer.max_side)
+        return self.search_pixels(opened, pixels, str(path), top_k, shortlist, rerank, conf)
 
     def search_pixels(
         self, opened: OpenGallery, pixels: np.ndarray, label: str, top_k: int = 10,
@@ -433,10 +434,11 @@ class Engine:
         return match_pair(query.local, stored.local, conf or opened.default_rerank())
 
 
-def read_query_image(path: Path) -> np.ndarray:
-    """A query image's pixels; an unreadable file is a user error naming it."""
+def read_query_image(path: Path, max_side: int | None = None) -> np.ndarray:
+    """A query image's pixels (decoded for extractors using `max_side`, see `read_image`); an
+    unreadable file is a user error naming it."""
     try:
-        return read_image(path)
+        return read_image(path, max_side)
     except ImageReadError as exc:
         raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
 
@@ -478,11 +480,11 @@ def _model_name(config: dict[str, Any]) -> str:
     return f"{spec.get('name')}:{method}" if method else str(spec.get("name"))
 
 
-def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
+def _readable(paths: list[Path], max_side: int | None) -> Iterator[np.ndarray]:
     """The images at `paths` that can be read (the indexing run reports the others)."""
     for path in paths:
         try:
-            yield read_image(path)
+            yield read_image(path, max_side)
         except ImageReadError:
             continue
 

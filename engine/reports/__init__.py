@@ -39,11 +39,12 @@ def save_match_views(
     except OSError as exc:
         raise TansakuError(f"cannot create --save-matches folder {folder}: {exc}") from exc
     opened = engine.open_gallery(result.gallery)
-    query = read_query_image(Path(result.query))
+    max_side = opened.describer.max_side  # the frame of the stored and the query's keypoints
+    query = read_query_image(Path(result.query), max_side)
     written = []
     for r in result.results:
         pair = engine.match(opened, result.description, r.image_id, conf)
-        candidate = _pixels(opened.image_file(r.image_id))
+        candidate = _pixels(opened.image_file(r.image_id), max_side)
         if candidate is None:
             continue
         caption = f"#{r.rank} {r.path}: {pair.inliers} inliers of {pair.putative} matches"
@@ -54,9 +55,9 @@ def save_match_views(
     return written
 
 
-def _pixels(path: Path) -> np.ndarray | None:
+def _pixels(path: Path, max_side: int | None = None) -> np.ndarray | None:
     try:
-        return read_image(path)
+        return read_image(path, max_side)
     except ImageReadError as exc:
         log.warning("cannot draw %s: %s", exc.path, exc.reason)
         return None
@@ -64,7 +65,7 @@ def _pixels(path: Path) -> np.ndarray | None:
 
 def _thumb(path: Path, side: int = THUMB) -> str:
     """A file's thumbnail as a data URI ('' when it cannot be read)."""
-    pixels = _pixels(path)
+    pixels = _pixels(path, side)
     return "" if pixels is None else data_uri(encode(thumbnail(pixels, side), "jpg", 80), "image/jpeg")
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import numpy as np
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -15,7 +17,7 @@ from engine.errors import NotFoundError
 from engine.jobs import JobConflictError
 from engine.server.app import ServerState
 from engine.uploads import decode_upload
-from engine.visual import encode, match_view, thumbnail
+from engine.visual import THUMB_SIDE, encode, match_view, thumbnail
 from indexer.images import ImageReadError, read_image
 
 router = APIRouter(prefix="/api")
@@ -98,7 +100,7 @@ def image_thumbnail(request: Request, name: str, image_id: int) -> Response:
     with s.thumb_lock:
         data = s.thumbnails.get(key)
     if data is None:
-        data = encode(thumbnail(_read(path)), "jpg")
+        data = encode(thumbnail(_read(path, THUMB_SIDE)), "jpg")
         with s.thumb_lock:
             s.thumbnails[key] = data
             while len(s.thumbnails) > _THUMBS:
@@ -130,7 +132,7 @@ def match_png(request: Request, query_id: str, image_id: int) -> Response:
     query = s.queries.get(query_id)
     opened = s.engine.warm.get(query.gallery)
     pair = s.engine.match(opened, query.description, image_id, query.conf)
-    candidate = _read(served_file(opened, image_id))
+    candidate = _read(served_file(opened, image_id), opened.describer.max_side)  # keypoints' frame
     caption = f"{pair.inliers} inliers of {pair.putative} matches: {opened.paths[image_id]}"
     view = match_view(query.pixels, candidate, pair.query_points * query.scale,
                       pair.candidate_points, caption)
@@ -168,8 +170,8 @@ def cancel_job(request: Request, job_id: int) -> dict[str, Any]:
     return state(request).jobs.cancel(job_id).to_json()
 
 
-def _read(path: Any) -> Any:
+def _read(path: Path, max_side: int | None) -> np.ndarray:
     try:
-        return read_image(path)
+        return read_image(path, max_side)
     except ImageReadError as exc:
         raise NotFoundError(f"cannot read {exc.path.name}: {exc.reason}") from exc
