@@ -28,11 +28,12 @@ from indexer.pipeline import (
 )
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
+from matcher.attributes import parse_attributes, predicted_names, rank_by_attributes, rescore
 from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
-from storage.models import Gallery, Image, ImageStatus
+from storage.models import Crop, Gallery, Image, ImageStatus
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class RankedImage:
     score: float
     inliers: int | None
     image_id: int
+    box: list[int] | None = None  # a person found in the scene photo `path` (x, y, w, h)
+    attributes: list[str] | None = None  # predicted attributes (galleries with an attribute model)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class OpenGallery:
         self.files = files
         self.paths = {r.id: r.path for r in rows}
         self.rows = {r.id: r for r in rows}
+        self.crops: dict[int, tuple[str, list[int]]] = {}  # crop id -> (photo path, box)
         if not files.index_path.exists() or not rows:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
         # an index rebuilt for the committed projection, not yet moved into place by its writer
@@ -111,11 +115,40 @@ class OpenGallery:
         return rerank_mode(spec.pop("mode", "ours"), **spec)
 
     def ranked(self, hits: list[Hit]) -> list[RankedImage]:
-        """Hits as user-facing results (paths relative to the gallery folder)."""
-        return [
-            RankedImage(rank, self.paths.get(h.image_id, "?"), h.score, h.inliers, h.image_id)
-            for rank, h in enumerate(hits, start=1)
-        ]
+        """Hits as user-facing results (paths relative to the gallery folder; a detected person
+        as its photo's path and box)."""
+        names = self.attribute_names
+        out = []
+        for rank, h in enumerate(hits, start=1):
+            path, box = self.crops.get(h.image_id, (self.paths.get(h.image_id, "?"), None))
+            attrs = None
+            if names is not None:
+                probs = self.store.get(h.image_id).get("attributes")
+                attrs = predicted_names(probs.astype(np.float32), names) if probs is not None else None
+            out.append(RankedImage(rank, path, h.score, h.inliers, h.image_id, box, attrs))
+        return out
+
+    @cached_property
+    def attribute_names(self) -> tuple[str, ...] | None:
+        """Names of the stored attribute probabilities (None: the gallery has no attribute model)."""
+        spec = self.gallery.config.get("attributes")
+        return tuple(spec["names"]) if spec else None
+
+    def attribute_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, probabilities (N, A)) of every indexed image with stored attributes."""
+        ids, probs = [], []
+        for image_id in self.rows:
+            try:
+                arrays = self.store.get(image_id)
+            except KeyError:  # a scene photo: its persons have the arrays
+                continue
+            if "attributes" in arrays:
+                ids.append(image_id)
+                probs.append(arrays["attributes"].astype(np.float32))
+        if not ids:
+            raise TansakuError(f"gallery {self.gallery.name!r} holds no attribute probabilities; index "
+                               "it with --attributes MODEL")
+        return np.array(ids, dtype=np.int64), np.stack(probs)
 
 
 class Engine:
@@ -173,7 +206,11 @@ class Engine:
         with self.sessions() as session:
             rows = list(session.scalars(select(Image).where(
                 Image.gallery_id == gallery.id, Image.status == ImageStatus.INDEXED)))
-        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id))
+            crops = session.execute(select(Crop.image_id, Crop.box, Image.path).join(
+                Image, Image.id == Crop.parent_id).where(Image.gallery_id == gallery.id)).all()
+        opened = OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id))
+        opened.crops = {int(i): (path, list(box)) for i, box, path in crops}
+        return opened
 
     # indexing ----------------------------------------------------------------------------------
     def index_folder(
@@ -229,11 +266,53 @@ class Engine:
             return row
 
     # querying ----------------------------------------------------------------------------------
+    def save_matches(self, result: QueryResult, folder: str | Path) -> list[Path]:
+        """Each result's image, its person box drawn, as `NN-<name>` in `folder`."""
+        from indexer.models.person_detector.draw import draw_boxes
+
+        root = Path(self.get_gallery(result.gallery).root or ".")
+        out = Path(folder).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for r in result.results:
+            try:
+                pixels = read_image(root / r.path)
+            except ImageReadError as exc:
+                log.warning("cannot draw %s: %s", exc.path, exc.reason)
+                continue
+            target = out / f"{r.rank:02d}-{Path(r.path).stem}.jpg"
+            draw_boxes(pixels, [r.box] if r.box else [], target)
+            written.append(target)
+        return written
+
+    def query_attributes(self, attributes: str, gallery: str, top_k: int = 10) -> QueryResult:
+        """Rank `gallery` by stored attribute probabilities alone (`query --attr a,b,c`)."""
+        opened = self.open_gallery(gallery)
+        terms = self._attribute_terms(opened, attributes)
+        start = time.perf_counter()
+        ids, probs = opened.attribute_table()
+        hits = [Hit(i, s) for i, s in rank_by_attributes(ids, probs, terms, top_k)]
+        return QueryResult(f"attributes: {attributes}", gallery, opened.ranked(hits),
+                           {"attributes": time.perf_counter() - start})
+
+    @staticmethod
+    def _attribute_terms(opened: OpenGallery, attributes: str) -> list[tuple[int, bool]]:
+        from indexer.models.attributes.peta import COMPLEMENTS
+
+        names = opened.attribute_names
+        if names is None:
+            raise TansakuError(f"gallery {opened.gallery.name!r} has no attribute model; index it with "
+                               "--attributes MODEL")
+        try:
+            return parse_attributes(attributes, names, COMPLEMENTS)
+        except ValueError as exc:
+            raise TansakuError(str(exc)) from exc
+
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
-        rerank: bool = True, conf: RerankConf | None = None,
+        rerank: bool = True, conf: RerankConf | None = None, attributes: str | None = None,
     ) -> QueryResult:
-        """Rank `gallery` for the image at `image`."""
+        """Rank `gallery` for the image at `image`; `attributes` re-scores the shortlist by them."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
@@ -247,12 +326,20 @@ class Engine:
         start = time.perf_counter()
         description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
+        terms = self._attribute_terms(opened, attributes) if attributes else None
+        depth = max(top_k, shortlist) if terms else top_k
         result = opened.searcher(conf).search(
-            description, top_k=top_k, shortlist=shortlist, rerank=rerank,
+            description, top_k=depth, shortlist=shortlist, rerank=rerank,
             vector=opened.projected(description),
         )
         times = {"extraction": extraction, **result.times}
-        return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
+        hits = result.hits
+        if terms and hits:
+            probs = np.stack([opened.store.get(h.image_id)["attributes"].astype(np.float32) for h in hits])
+            final = rescore(np.array([h.score for h in hits]), probs, terms)
+            hits = [Hit(hits[i].image_id, float(final[i]), hits[i].inliers)
+                    for i in np.argsort(-final, kind="stable")][:top_k]
+        return QueryResult(str(path), gallery, opened.ranked(hits), times)
 
 
 def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
@@ -280,10 +367,34 @@ def _described(config: dict[str, Any]) -> str:
 
 
 def profile_config(
-    profile: str, method: str | None = None, model: str | None = None
+    profile: str, method: str | None = None, model: str | None = None, detect: str | None = None,
+    attributes: str | Path | None = None, classifier: str | Path | None = None,
 ) -> dict[str, Any] | None:
     """A new gallery's configuration: the profile's preset, the person descriptor or the landmark
-    model overridden (None: the preset)."""
+    model overridden, people detected in scene photos (`detect`: hog, haar or hog+haar, with an
+    optional person `classifier` file), attribute probabilities kept (`attributes`: a model file)."""
+    if detect is not None or attributes is not None:
+        if profile != "person":
+            raise TansakuError("--detect and --attributes apply to person galleries (--profile person)")
+        config = profile_config(profile, method) or resolve_profile(profile)
+        if detect is not None:
+            from indexer.models.person_detector.detect import DETECTORS
+
+            if detect not in DETECTORS:
+                raise TansakuError(f"unknown detector {detect!r}; valid: {', '.join(DETECTORS)}")
+            config["detect"] = {"detector": detect,
+                                "classifier": str(_model_file(classifier)) if classifier else None}
+        if attributes is not None:
+            from indexer.errors import ModelLoadError
+            from indexer.models.attributes.model import load_attribute_model
+
+            path = _model_file(attributes)
+            try:
+                names = load_attribute_model(path).names
+            except ModelLoadError as exc:
+                raise TansakuError(str(exc)) from exc
+            config["attributes"] = {"model": str(path), "names": list(names)}
+        return config
     if model is not None:
         if profile != "landmark":
             raise TansakuError("--model applies to landmark galleries (--profile landmark)")
@@ -304,6 +415,13 @@ def profile_config(
     config = resolve_profile(profile)
     config["global"]["conf"]["method"] = method
     return config
+
+
+def _model_file(path: str | Path) -> Path:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise TansakuError(f"model file not found: {resolved}")
+    return resolved
 
 
 def rerank_conf(mode: str | None = None, verifier: str | None = None) -> RerankConf | None:

@@ -18,6 +18,7 @@ class Description:
 
     global_vector: np.ndarray  # (D,) float32
     local: LocalFeatures | None
+    attributes: np.ndarray | None = None  # (A,) attribute probabilities (person galleries with a model)
 
 
 class Describer:
@@ -37,6 +38,11 @@ class Describer:
         self.local_extractor: LocalExtractor | None = (
             build_local(local["name"], local.get("conf")) if local and not joint else None
         )
+        self.attribute_model = None
+        if config.get("attributes"):
+            from indexer.models.attributes.model import load_attribute_model
+
+            self.attribute_model = load_attribute_model(config["attributes"]["model"])
 
     @property
     def dim(self) -> int:
@@ -47,6 +53,13 @@ class Describer:
 
     def describe_batch(self, images: list[np.ndarray]) -> list[Description]:
         """Describe images (RGB uint8), global vectors computed as one batch."""
+        out = self._describe(images)
+        if self.attribute_model is not None and images:
+            probs, _ = self.attribute_model.from_images(images)
+            out = [Description(d.global_vector, d.local, p) for d, p in zip(out, probs, strict=True)]
+        return out
+
+    def _describe(self, images: list[np.ndarray]) -> list[Description]:
         if self.joint_extractor is not None:
             return [Description(*self.joint_extractor.extract(im)) for im in images]
         assert self.global_extractor is not None
@@ -72,6 +85,8 @@ def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.n
     if local_dtype not in LOCAL_DTYPES:
         raise ValueError(f"unknown local descriptor type {local_dtype!r}; valid: {LOCAL_DTYPES}")
     arrays = {"global": desc.global_vector.astype(np.float32)}
+    if desc.attributes is not None:
+        arrays["attributes"] = desc.attributes.astype(np.float16)
     if desc.local is not None:
         arrays["keypoints"] = desc.local.keypoints.astype(np.float32)
         arrays["descriptors"] = _encode(desc.local.descriptors, local_dtype)

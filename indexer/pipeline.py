@@ -35,6 +35,7 @@ from indexer.images import ImageReadError, content_hash, discover_images, read_i
 from indexer.naming import parse_person_name
 from indexer.projections import pca_whitening
 from indexer.projections.gallery import Projector, load_projector
+from indexer.scenes import SceneCropper, add_crops, crop_parents, drop_crops
 from storage.feature_store import FeatureStore
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, utcnow
@@ -94,10 +95,18 @@ def reconcile(
     for image_id in on_disk - {r.id for r in rows}:
         store.delete(image_id)
     reset = 0
+    detect = bool(gallery.config.get("detect"))
+    parents = crop_parents(session, gallery.id) if detect else {}
+    by_id = {r.id: r for r in rows}
     for row in rows:
+        if detect and row.id not in parents:
+            continue  # a scene photo: no vector of its own
         if row.status == ImageStatus.INDEXED and (row.id not in in_index or row.id not in on_disk):
             row.status = ImageStatus.PENDING
             reset += 1
+            photo = by_id.get(parents.get(row.id, -1))
+            if photo is not None:
+                photo.status = ImageStatus.PENDING
     if stale or reset:
         log.info("reconciled %s: %d stale vectors dropped, %d images to redo",
                  gallery.name, len(stale), reset)
@@ -108,7 +117,9 @@ def _plan(
     session: Session, gallery: Gallery, folder: Path, paths: list[Path], summary: IndexSummary
 ) -> tuple[list[_Task], list[Image]]:
     """Hash every file; create or update rows; return the work to do and rows whose file is gone."""
-    rows = {r.path: r for r in session.scalars(select(Image).where(Image.gallery_id == gallery.id))}
+    crops = set(crop_parents(session, gallery.id))  # rows of detected persons, not files
+    rows = {r.path: r for r in session.scalars(select(Image).where(Image.gallery_id == gallery.id))
+            if r.id not in crops}
     tasks: list[_Task] = []
     seen: set[str] = set()
     for path in tqdm(paths, desc="scanning", unit="file", leave=False):
@@ -182,10 +193,28 @@ class _Checkpointer:
         self.last, self.dirty = time.monotonic(), False
 
 
+def _scene_crops(
+    good: list[tuple[_Task, np.ndarray]], cropper: SceneCropper, session: Session, index: VectorIndex,
+    store: FeatureStore,
+) -> list[tuple[_Task, np.ndarray]]:
+    """Photos -> their person crops as tasks; the photos' rows are INDEXED with them (see scenes.py)."""
+    out = []
+    for task, image in good:
+        photo = session.get(Image, task.image_id)
+        assert photo is not None
+        drop_crops(session, photo.id, index, store)
+        boxes, scores = cropper.boxes(image)
+        for row, pixels in add_crops(session, photo, image, boxes, scores):
+            out.append((_Task(row.id, task.path, row.path, task.digest, 0), pixels))
+        photo.height, photo.width = image.shape[:2]
+        photo.status, photo.error = ImageStatus.INDEXED, None
+    return out
+
+
 def _process_batch(
     batch: list[_Task], describer: Describer, session: Session, index: VectorIndex,
     store: FeatureStore, summary: IndexSummary, pool: ThreadPoolExecutor,
-    projector: Projector | None,
+    projector: Projector | None, cropper: SceneCropper | None = None,
 ) -> None:
     images = list(pool.map(_read, batch))
     good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
@@ -198,6 +227,10 @@ def _process_batch(
             _record_failure(session, row.gallery_id, row, task.rel, result.reason, summary)
     if not good:
         return
+    if cropper is not None:
+        good = _scene_crops(good, cropper, session, index, store)
+        if not good:
+            return
     descriptions = describer.describe_batch([im for _, im in good])
     local_dtype = (describer.config.get("store") or {}).get("local", "float16")
     for (task, _), desc in zip(good, descriptions, strict=True):
@@ -287,12 +320,14 @@ def _run_tasks(
 ) -> None:
     if not tasks or describer is None:
         return
+    detect = describer.config.get("detect")
+    cropper = SceneCropper(detect) if detect else None
     checkpoint(force=True)  # the PENDING rows exist before any extraction starts
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
         for batch in _batches(tasks, batch_size):
-            _process_batch(batch, describer, session, index, store, summary, pool, projector)
+            _process_batch(batch, describer, session, index, store, summary, pool, projector, cropper)
             checkpoint.dirty = True
             checkpoint()
             bar.update(len(batch))
@@ -304,6 +339,7 @@ def _prune(
 ) -> None:
     index.remove(np.array([row.id for row in gone], dtype=np.int64))
     for row in gone:
+        drop_crops(session, row.id, index, store)
         store.delete(row.id)
         session.delete(row)
     summary.pruned = len(gone)

@@ -1,0 +1,1 @@
+"""Trainable models kept with their training and their loader: attribute heads, person detector."""
