@@ -141,10 +141,31 @@ def _print_results(result: Any) -> None:
 
 
 @app.command("galleries")
-def galleries(db: DbOption = None) -> None:
-    """List galleries."""
-    for name in _engine(db).gallery_names():
-        typer.echo(name)
+def galleries(as_json: JsonOption = False, db: DbOption = None) -> None:
+    """List galleries: profile, model, image counts by status, source folders (one line each)."""
+    summaries = _engine(db).galleries()
+    if as_json:
+        _emit_json({"galleries": [g.to_json() for g in summaries]})
+        return
+    for g in summaries:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(g.images.items())) or "no images"
+        typer.echo(f"{g.name}  {g.profile}  {g.model}  {counts}  {' '.join(g.sources) or '-'}")
+
+
+@app.command()
+def delete(
+    gallery: Annotated[str, typer.Argument(help="Gallery to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Delete a gallery: its images, runs and files (the source folders are not touched)."""
+    engine = _engine(db)
+    row = engine.get_gallery(gallery)
+    if not yes and not typer.confirm(f"delete gallery {row.name!r} ({row.profile}) and its files?"):
+        typer.echo("not deleted", err=True)
+        raise typer.Exit(1)
+    engine.delete_gallery(gallery)
+    typer.echo(f"deleted gallery {gallery}")
 
 
 @eval_app.command("retrieval")
@@ -316,6 +337,9 @@ def main() -> None:
     except TansakuError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except typer.Abort:  # a confirmation answered by end of input or Ctrl-C
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except typer.TyperException as exc:  # usage errors: bad option, missing argument
         show = getattr(exc, "show", None)
         if show is None:

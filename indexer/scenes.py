@@ -85,8 +85,9 @@ def add_crops(
 
     out = []
     for k, box in enumerate(boxes):
-        row = Image(gallery_id=photo.gallery_id, path=f"{photo.path}#{k}", content_hash=photo.content_hash,
-                    size_bytes=0, status=ImageStatus.PENDING, width=int(box[2]), height=int(box[3]))
+        row = Image(gallery_id=photo.gallery_id, source_id=photo.source_id, path=f"{photo.path}#{k}",
+                    content_hash=photo.content_hash, size_bytes=0, status=ImageStatus.PENDING,
+                    width=int(box[2]), height=int(box[3]))
         session.add(row)
         out.append((row, crop(image, box)))
     session.flush()
