@@ -61,7 +61,7 @@ def summary(lines: list[dict]) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in lines:
         proto = r["split"].split(":")[0]
-        groups.setdefault((proto, r["head"], r["augment"], r["finetune"]), []).append(r)
+        groups.setdefault((proto, r["head"], r["augment"], r.get("finetune", False)), []).append(r)
     for (proto, head, aug, ft), rs in sorted(groups.items()):
         label = f"{proto:9s} {head:8s} aug={aug!s:5s} finetune={ft!s:5s} n={len(rs)}"
         stats = "  ".join(
@@ -113,7 +113,7 @@ def main() -> None:
         for head in args.heads:
             epochs = args.epochs or (20 if head == "plain" else 6)
             if any(r["split"] == split and r["head"] == head and r["augment"] == args.augment
-                   and r["epochs"] == epochs and r["finetune"] == args.finetune for r in done):
+                   and r["epochs"] == epochs and r.get("finetune", False) == args.finetune for r in done):
                 continue
             conf = TrainConf(head=head, epochs=epochs, augment=args.augment, finetune=args.finetune)
             result = run_one(data, maps, aug, split, conf, args.out)
