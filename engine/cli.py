@@ -23,7 +23,8 @@ DbOption = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (defa
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ModelOption = Annotated[str | None, typer.Option(
     "--model", help="Landmark model of a new gallery: gem-rootsift (default), "
-    "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH.")]
+    "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH[?preset=r50-gldv2-clean|"
+    "r101-gldv2-clean|r50-gld|r101-gld].")]
 RerankModeOption = Annotated[str | None, typer.Option(
     "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's.")]
 VerifierOption = Annotated[str | None, typer.Option(help="degensac, magsac or ransac.")]
@@ -56,7 +57,8 @@ def index(
     profile: Annotated[str, typer.Option(help="landmark or person.")] = "landmark",
     prune: Annotated[bool, typer.Option("--prune", help="Drop images whose file is gone.")] = False,
     method: Annotated[str | None, typer.Option(
-        help="Person descriptor for a new person gallery: lomo, gog, pcb or a fusion like gog+lomo.")
+        help="Person descriptor for a new person gallery: lomo, gog, pcb, pcb:CKPT (a train-pcb or "
+        "torchreid checkpoint; ?size=HxW its input size) or a fusion like gog+lomo.")
     ] = None,
     model: ModelOption = None,
     detect: Annotated[bool, typer.Option("--detect", help="Person galleries: find the people in each "
@@ -194,7 +196,8 @@ def eval_retrieval(
 def eval_reid(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     fmt: Annotated[str, typer.Option("--format", help="viper or market.")] = "viper",
-    method: Annotated[str, typer.Option(help="lomo, gog, pcb, or a fusion like gog+lomo.")] = "lomo",
+    method: Annotated[str, typer.Option(help="lomo, gog, pcb, pcb:CKPT (a train-pcb or torchreid "
+                                        "checkpoint), or a fusion like gog+pcb:CKPT.")] = "lomo",
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
