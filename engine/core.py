@@ -18,14 +18,9 @@ from tqdm import tqdm
 from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.describe import Describer, Description, local_from_arrays
+from indexer.gallery_index import WHITENING_DEFAULTS, pending_index_path
 from indexer.images import ImageReadError, read_image
-from indexer.pipeline import (
-    WHITENING_DEFAULTS,
-    EmptyFolderError,
-    IndexSummary,
-    index_folder,
-    pending_index_path,
-)
+from indexer.pipeline import EmptyFolderError, IndexSummary, index_folder
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
 from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode

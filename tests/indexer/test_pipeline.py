@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from indexer import pipeline
+from indexer import gallery_index
 from indexer.describe import Description
 from indexer.features import LocalFeatures
 from indexer.pipeline import EmptyFolderError, index_folder
@@ -228,13 +228,13 @@ def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch)
     def killed(src, dst):  # the configuration is committed; the index is not moved yet
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_move_into_place", killed)
+    monkeypatch.setattr(gallery_index, "_move_into_place", killed)
     with pytest.raises(KeyboardInterrupt):
         run(env)
     monkeypatch.undo()
     spec = _projection(env)
     assert spec is not None
-    pending = pipeline.pending_index_path(files, {"projection": spec})
+    pending = gallery_index.pending_index_path(files, {"projection": spec})
     assert pending is not None and pending.exists()
     assert VectorIndex.load(files.index_path).dim == 6  # still the raw index
     orphan = files.path("whitening-1.npz")  # learned by a run killed before it committed
