@@ -26,7 +26,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from indexer.describe import Describer, to_arrays
-from indexer.gallery_index import finish_projection_switch, rebuild_index, refresh_whitening
+from indexer.gallery_index import (
+    finish_projection_switch,
+    rebuild_index,
+    refresh_index,
+    refresh_whitening,
+)
 from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
 from indexer.projections.gallery import Projector, load_projector
@@ -256,6 +261,7 @@ def index_folder(
                        projector)
             checkpoint(force=True)  # what was indexed is safe before the whitening is learned
             checkpoint.index = index = refresh_whitening(session, gallery, files, index)
+            checkpoint.index = index = refresh_index(session, gallery, files, index)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED

@@ -244,3 +244,59 @@ def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch)
     assert not pending.exists() and not orphan.exists() and files.path(spec["file"]).exists()
     assert VectorIndex.load(files.index_path).dim == 6  # min(8 - 1, 6) components
     assert_consistent(env)
+
+
+def _with_index_policy(env, **policy) -> None:
+    sessions, gallery, _, _ = env
+    with sessions() as s:
+        row = s.get(Gallery, gallery.id)
+        row.config = {**row.config, "index_policy": policy}
+        s.commit()
+
+
+def _index_info(env) -> dict[str, Any] | None:
+    sessions, gallery, _, _ = env
+    with sessions() as s:
+        return s.get(Gallery, gallery.id).config.get("index")
+
+
+def test_a_gallery_past_the_size_threshold_gets_an_approximate_index_with_our_ids(env) -> None:
+    _with_index_policy(env, flat_max=5)
+    sessions, gallery, folder, home = env
+    run(env)
+    files = GalleryFiles(home, gallery.id)
+    index = VectorIndex.load(files.index_path)
+    info = _index_info(env)
+    assert index.spec.kind == "ivf" and info is not None and info["kind"] == "ivf"
+    assert info["images"] == len(SAMPLES) and "nprobe" in index.tuning.params
+    assert_consistent(env)
+    (folder / "00_astronaut.jpg").unlink()
+    index_folder(folder, gallery, sessions, home, describer_factory=FakeDescriber, prune=True)
+    assert_consistent(env)  # removal works on the approximate index too
+    _with_index_policy(env, flat_max=50)
+    run(env)  # below the threshold again: back to exact search
+    assert VectorIndex.load(files.index_path).spec.kind == "flat"
+    assert_consistent(env)
+
+
+def test_a_kill_inside_the_index_type_switch_is_rolled_forward(env, monkeypatch) -> None:
+    _with_index_policy(env, flat_max=5)
+    sessions, gallery, _, home = env
+    files = GalleryFiles(home, gallery.id)
+
+    def killed(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gallery_index, "_move_into_place", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(env)
+    monkeypatch.undo()
+    info = _index_info(env)
+    assert info is not None
+    pending = gallery_index.pending_index_path(files, {"index": info})
+    assert pending is not None and pending.exists()
+    assert VectorIndex.load(files.index_path).spec.kind == "flat"  # not moved yet
+    summary = run(env)
+    assert summary.unchanged == len(SAMPLES) and not pending.exists()
+    assert VectorIndex.load(files.index_path).spec.kind == "ivf"
+    assert_consistent(env)
