@@ -35,7 +35,7 @@ from indexer.gallery_index import (
 from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
 from indexer.projections.gallery import Projector, load_projector
-from storage.feature_store import FeatureStore
+from storage.feature_store import Store
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, utcnow
 from storage.vector_index import VectorIndex
@@ -70,7 +70,7 @@ class _Task:
 
 
 def reconcile(
-    session: Session, gallery: Gallery, index: VectorIndex | None, store: FeatureStore
+    session: Session, gallery: Gallery, index: VectorIndex | None, store: Store
 ) -> int:
     """Bring SQL, FAISS and the feature store into agreement after an interrupted run.
 
@@ -158,10 +158,13 @@ def _read(task: _Task) -> np.ndarray | ImageReadError:
 
 
 class _Checkpointer:
-    """Saves FAISS then commits SQL, at most every `every` seconds (and when asked to force)."""
+    """Flushes the feature store, saves FAISS, then commits SQL, at most every `every` seconds
+    (and when asked to force)."""
 
-    def __init__(self, session: Session, index: VectorIndex, files: GalleryFiles, every: float):
+    def __init__(self, session: Session, index: VectorIndex, files: GalleryFiles, every: float,
+                 store: Store):
         self.session, self.index, self.files, self.every = session, index, files, every
+        self.store = store
         self.last = time.monotonic()
         self.dirty = False
 
@@ -169,6 +172,7 @@ class _Checkpointer:
         if not force and time.monotonic() - self.last < self.every:
             return
         if self.dirty:
+            self.store.flush()
             self.index.save(self.files.index_path)
         self.session.commit()
         self.last, self.dirty = time.monotonic(), False
@@ -176,7 +180,7 @@ class _Checkpointer:
 
 def _process_batch(
     batch: list[_Task], describer: Describer, session: Session, index: VectorIndex,
-    store: FeatureStore, summary: IndexSummary, pool: ThreadPoolExecutor,
+    store: Store, summary: IndexSummary, pool: ThreadPoolExecutor,
     projector: Projector | None,
 ) -> None:
     images = list(pool.map(_read, batch))
@@ -234,7 +238,8 @@ def index_folder(
         gallery.root = str(folder)
         run = IndexRun(gallery_id=gallery.id, root=str(folder), status=RunStatus.RUNNING)
         session.add(run)
-        store = files.features()
+        _migrate_features(files)
+        store = files.features(writable=True)
         index = VectorIndex.load(files.index_path) if files.index_path.exists() else None
         reconcile(session, gallery, index, store)
         tasks, gone = _plan(session, gallery, folder, paths, summary)
@@ -253,7 +258,7 @@ def index_folder(
             if projector is not None:
                 dim = projector(np.zeros((1, dim), np.float32)).shape[1]
             index = VectorIndex(dim, gallery.config["metric"])
-        checkpoint = _Checkpointer(session, index, files, checkpoint_seconds)
+        checkpoint = _Checkpointer(session, index, files, checkpoint_seconds, store)
         try:
             if prune:
                 _prune(session, gone, index, store, summary)
@@ -273,9 +278,20 @@ def index_folder(
     return summary
 
 
+def _migrate_features(files: GalleryFiles) -> None:
+    """Move a gallery's per-image `.npz` feature files (before packing) into its packed store."""
+    count = files.unmigrated_features()
+    if not count:
+        return
+    log.info("migrating %d feature files of %s into a packed store", count, files.root)
+    with logging_redirect_tqdm():
+        for _ in tqdm(files.migrate_features(), total=count, desc="migrating features", unit="img"):
+            pass
+
+
 def _run_tasks(
     tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
-    store: FeatureStore, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
+    store: Store, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
     projector: Projector | None,
 ) -> None:
     if not tasks or describer is None:
@@ -292,7 +308,7 @@ def _run_tasks(
 
 
 def _prune(
-    session: Session, gone: list[Image], index: VectorIndex, store: FeatureStore,
+    session: Session, gone: list[Image], index: VectorIndex, store: Store,
     summary: IndexSummary,
 ) -> None:
     index.remove(np.array([row.id for row in gone], dtype=np.int64))

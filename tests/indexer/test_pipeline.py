@@ -300,3 +300,21 @@ def test_a_kill_inside_the_index_type_switch_is_rolled_forward(env, monkeypatch)
     assert summary.unchanged == len(SAMPLES) and not pending.exists()
     assert VectorIndex.load(files.index_path).spec.kind == "ivf"
     assert_consistent(env)
+
+
+def test_a_kill_mid_append_to_the_feature_store_is_reconciled(env) -> None:
+    sessions, gallery, _, home = env
+    FakeDescriber.fail_after = 2  # killed during the third batch, after two were stored
+    with pytest.raises(KeyboardInterrupt):
+        run(env, checkpoint_seconds=0.0)
+    files = GalleryFiles(home, gallery.id)
+    segment = files.root / "features" / "seg-00000.dat"
+    with open(segment, "ab") as handle:  # and an append was torn: half a record at the end
+        handle.write(b"TSKF" + bytes(11))
+    FakeDescriber.fail_after = None
+    summary = run(env)
+    assert summary.indexed + summary.unchanged == len(SAMPLES)
+    rows = assert_consistent(env)
+    assert all(r.status == ImageStatus.INDEXED for r in rows.values())
+    store = files.features()
+    assert all(len(store.get(i)["keypoints"]) == 1 for i in store.ids())
