@@ -59,15 +59,20 @@ class Describer:
         return self.describe_batch([image])[0]
 
 
-LOCAL_DTYPES = ("float32", "float16", "int8")
+LOCAL_DTYPES = ("float32", "float16", "int8", "uint8")
 INT8_SCALE = 127.0
+# RootSIFT components lie in [0, ~0.32] (SIFT clips its normalised bins at 0.2): x 512 keeps
+# ~0.001 steps in one byte, and clipping at 255 (0.498) never bites.
+UINT8_SCALE = 512.0
 
 
 def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.ndarray]:
     """Arrays for the feature store; local descriptors as `local_dtype`.
 
     float16 halves float32's bytes with no change in ranking; int8 (components x 127, rounded)
-    quarters them and is meant for unit-norm descriptors (DELG's), whose components lie in [-1, 1].
+    quarters them and is meant for unit-norm descriptors (DELG's), whose components lie in [-1, 1];
+    uint8 (components x 512, rounded) quarters them for non-negative ones (RootSIFT's), and keeps
+    the detector scores as float16.
     """
     if local_dtype not in LOCAL_DTYPES:
         raise ValueError(f"unknown local descriptor type {local_dtype!r}; valid: {LOCAL_DTYPES}")
@@ -76,11 +81,16 @@ def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.n
         arrays["keypoints"] = desc.local.keypoints.astype(np.float32)
         arrays["descriptors"] = _encode(desc.local.descriptors, local_dtype)
         if desc.local.scores is not None:
-            arrays["scores"] = desc.local.scores.astype(np.float32)
+            score_dtype = np.float16 if local_dtype == "uint8" else np.float32
+            arrays["scores"] = desc.local.scores.astype(score_dtype)
     return arrays
 
 
 def _encode(descriptors: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8":
+        if len(descriptors) and float(descriptors.min()) < -1e-6:
+            raise ValueError("uint8 storage needs non-negative descriptor components (RootSIFT)")
+        return np.clip(np.round(descriptors * UINT8_SCALE), 0, 255).astype(np.uint8)
     if dtype != "int8":
         return descriptors.astype(dtype)
     peak = float(np.abs(descriptors).max(initial=0.0))
@@ -94,4 +104,6 @@ def local_from_arrays(arrays: dict[str, np.ndarray]) -> LocalFeatures:
     descriptors = arrays["descriptors"].astype(np.float32)
     if arrays["descriptors"].dtype == np.int8:
         descriptors /= INT8_SCALE
+    elif arrays["descriptors"].dtype == np.uint8:
+        descriptors /= UINT8_SCALE
     return LocalFeatures(arrays["keypoints"], descriptors, arrays.get("scores"))

@@ -193,35 +193,45 @@ class VectorIndex:
         return obj
 
     def tune(
-        self, queries: np.ndarray, query_ids: np.ndarray, vectors: np.ndarray, ids: np.ndarray,
-        target: float = TARGET_RECALL, k: int = 10,
+        self, queries: np.ndarray, query_ids: np.ndarray, vectors: np.ndarray | None = None,
+        ids: np.ndarray | None = None, target: float = TARGET_RECALL, k: int = 10,
+        truth: np.ndarray | None = None,
     ) -> Tuning:
-        """Choose the smallest `nprobe` whose recall@k against exact search on `vectors` (all the
-        indexed vectors, under `ids`) reaches `target`; each query's own id is left out of both."""
+        """Choose the smallest `nprobe` whose recall@k against exact search reaches `target`.
+
+        The exact neighbours are searched in `vectors` (all the indexed vectors, under `ids`), or
+        given as `truth` (ids, (Q, >= k + 1), best first); each query's own id is left out."""
         if self.spec.kind == "flat":
             return Tuning()
         nlist = faiss.extract_index_ivf(self.index).nlist
         if len(queries) == 0:  # too few vectors to hold any back: scan every list (exact)
             self._set_params(nlist)
             return Tuning(self._params(), 1.0, 0, target)
-        _, truth = faiss.knn(queries, vectors, k + 1, metric=METRICS[self.metric])
-        true_ids = np.where(truth >= 0, ids[np.maximum(truth, 0)], -1)
-        expected = [set(row[row != q][:k].tolist()) for row, q in zip(true_ids, query_ids, strict=True)]
-        recall = 0.0
-        nprobe = 1
+        if truth is None:
+            assert vectors is not None and ids is not None
+            _, positions = faiss.knn(queries, vectors, k + 1, metric=METRICS[self.metric])
+            truth = np.where(positions >= 0, ids[np.maximum(positions, 0)], -1)
+        expected = [set(row[row != q][:k].tolist()) for row, q in zip(truth, query_ids, strict=True)]
+        recall, nprobe = 0.0, 1
         for nprobe in _probe_ladder(nlist):
             self._set_params(nprobe)
-            _, found = self.index.search(queries, k + 1)
-            recall = float(np.mean([
-                len(exp & set(row[row != q][:k].tolist())) / max(len(exp), 1)
-                for exp, row, q in zip(expected, found, query_ids, strict=True)
-            ]))
+            recall = self.recall(queries, query_ids, expected, k)
             if recall >= target:
                 break
         if recall < target:
             log.warning("%s reaches recall@%d %.3f < %.2f at nprobe=%d", self.spec.factory(self.dim),
                         k, recall, target, nprobe)
         return Tuning(self._params(), round(recall, 4), len(queries), target)
+
+    def recall(
+        self, queries: np.ndarray, query_ids: np.ndarray, expected: list[set[int]], k: int = 10
+    ) -> float:
+        """Mean recall@k of the index's answers against `expected` (each query's own id left out)."""
+        _, found = self.index.search(queries, k + 1)
+        return float(np.mean([
+            len(exp & set(row[row != q][:k].tolist())) / max(len(exp), 1)
+            for exp, row, q in zip(expected, found, query_ids, strict=True)
+        ]))
 
     def _set_params(self, nprobe: int) -> None:
         ivf = faiss.extract_index_ivf(self.index)

@@ -12,7 +12,7 @@ from engine.core import Engine
 from engine.errors import TansakuError
 from engine.evaluation.retrieval import evaluate_retrieval
 from engine.settings import Settings
-from tests.conftest import SAMPLES, sample_image, warp, write_rgb
+from tests.conftest import SAMPLES, database_url, sample_image, warp, write_rgb
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_revisited_settings_with_cropped_queries(dataset: Path, tmp_path: Path) -> None:
-    engine = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    engine = Engine(Settings(home=tmp_path, db_url=database_url(tmp_path)))
     out = evaluate_retrieval(engine, dataset, "roxford")
     assert set(out) == {"dataset", "protocol", "method", "mAP_easy", "mAP_medium", "mAP_hard",
                         "queries"}
@@ -60,7 +60,7 @@ def test_revisited_settings_with_cropped_queries(dataset: Path, tmp_path: Path) 
 
 
 def test_revisited_errors_name_the_missing_piece(dataset: Path, tmp_path: Path) -> None:
-    engine = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    engine = Engine(Settings(home=tmp_path, db_url=database_url(tmp_path)))
     with pytest.raises(TansakuError, match="no gnd_rparis6k.pkl"):
         evaluate_retrieval(engine, dataset, "rparis")
     broken = tmp_path / "broken"

@@ -19,7 +19,7 @@ from storage.db import open_database
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus
 from storage.vector_index import VectorIndex
-from tests.conftest import SAMPLES, sample_image, write_rgb
+from tests.conftest import SAMPLES, database_url, sample_image, write_rgb
 
 
 class FakeDescriber:
@@ -52,7 +52,7 @@ def _reset_fake() -> None:
 
 @pytest.fixture
 def env(tmp_path: Path):
-    sessions = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    sessions = open_database(database_url(tmp_path))
     with sessions() as s:
         gallery = Gallery(name="g", profile="landmark", config=resolve_profile("landmark"))
         s.add(gallery)
