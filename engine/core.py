@@ -18,6 +18,7 @@ from tqdm import tqdm
 from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.describe import Describer, Description, local_from_arrays
+from indexer.errors import ModelLoadError
 from indexer.gallery_index import WHITENING_DEFAULTS, pending_index_path
 from indexer.images import ImageReadError, read_image
 from indexer.pipeline import EmptyFolderError, IndexSummary, index_folder
@@ -173,9 +174,11 @@ class Engine:
     # indexing ----------------------------------------------------------------------------------
     def index_folder(
         self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
-        batch_size: int = 16, config: dict[str, Any] | None = None,
+        batch_size: int = 16, config: dict[str, Any] | None = None, ray: str | None = None,
     ) -> IndexSummary:
-        """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`."""
+        """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`.
+
+        `ray`: describe the images on Ray Data workers at this address ("local": a local Ray)."""
         folder = Path(folder).expanduser()
         if not folder.exists():
             raise TansakuError(f"folder not found: {folder}")
@@ -185,8 +188,10 @@ class Engine:
         row = self._fit_gallery_heads(row, folder)
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
-                                prune=prune, batch_size=batch_size)
+                                prune=prune, batch_size=batch_size, ray_address=ray)
         except (EmptyFolderError, GalleryBusyError) as exc:
+            raise TansakuError(str(exc)) from exc
+        except ModelLoadError as exc:
             raise TansakuError(str(exc)) from exc
 
     def _fit_gallery_heads(self, gallery: Gallery, folder: Path, most: int = 500) -> Gallery:

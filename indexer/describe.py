@@ -101,9 +101,11 @@ def _encode(descriptors: np.ndarray, dtype: str) -> np.ndarray:
 
 def local_from_arrays(arrays: dict[str, np.ndarray]) -> LocalFeatures:
     """Local features back from the feature store (descriptors as float32)."""
-    descriptors = arrays["descriptors"].astype(np.float32)
-    if arrays["descriptors"].dtype == np.int8:
-        descriptors /= INT8_SCALE
-    elif arrays["descriptors"].dtype == np.uint8:
-        descriptors /= UINT8_SCALE
+    codes = arrays["descriptors"]
+    if codes.dtype == np.int8:  # one pass: scaled straight into float32
+        descriptors = np.multiply(codes, np.float32(1.0 / INT8_SCALE), dtype=np.float32)
+    elif codes.dtype == np.uint8:
+        descriptors = np.multiply(codes, np.float32(1.0 / UINT8_SCALE), dtype=np.float32)
+    else:
+        descriptors = codes.astype(np.float32)
     return LocalFeatures(arrays["keypoints"], descriptors, arrays.get("scores"))

@@ -26,13 +26,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from indexer.describe import Describer, to_arrays
+from indexer.distributed import Described, describe_files
 from indexer.gallery_index import (
     finish_projection_switch,
     rebuild_index,
     refresh_index,
     refresh_whitening,
 )
-from indexer.images import ImageReadError, content_hash, discover_images, read_image
+from indexer.images import ImageReadError, content_hash, discover_images
 from indexer.naming import parse_person_name
 from indexer.projections.gallery import Projector, load_projector
 from storage.feature_store import Store
@@ -150,13 +151,6 @@ def _batches(tasks: list[_Task], size: int) -> Iterator[list[_Task]]:
         yield tasks[start : start + size]
 
 
-def _read(task: _Task) -> np.ndarray | ImageReadError:
-    try:
-        return read_image(task.path)
-    except ImageReadError as exc:
-        return exc
-
-
 class _Checkpointer:
     """Flushes the feature store, saves FAISS, then commits SQL, at most every `every` seconds
     (and when asked to force)."""
@@ -178,15 +172,22 @@ class _Checkpointer:
         self.last, self.dirty = time.monotonic(), False
 
 
+def _describe_here(
+    batch: list[_Task], describer: Describer, pool: ThreadPoolExecutor
+) -> list[Described]:
+    """Read and describe a batch in this process (files read by two threads)."""
+    return describe_files(describer, [t.path for t in batch], pool.map)
+
+
 def _process_batch(
-    batch: list[_Task], describer: Describer, session: Session, index: VectorIndex,
-    store: Store, summary: IndexSummary, pool: ThreadPoolExecutor,
-    projector: Projector | None,
+    batch: list[_Task], described: list[Described], session: Session, index: VectorIndex,
+    store: Store, summary: IndexSummary, projector: Projector | None, local_dtype: str,
 ) -> None:
-    images = list(pool.map(_read, batch))
-    good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
-    for task, result in zip(batch, images, strict=True):
-        if isinstance(result, ImageReadError):
+    """Store what was made of a batch: features, vectors, rows (the single writer)."""
+    good = [(t, shape, d) for t, (shape, d) in zip(batch, described, strict=True) if d is not None]
+    for task, (result, desc) in zip(batch, described, strict=True):
+        if desc is None:
+            assert isinstance(result, ImageReadError)
             row = session.get(Image, task.image_id)
             assert row is not None
             index.remove(np.array([task.image_id]))
@@ -194,17 +195,15 @@ def _process_batch(
             _record_failure(session, row.gallery_id, row, task.rel, result.reason, summary)
     if not good:
         return
-    descriptions = describer.describe_batch([im for _, im in good])
-    local_dtype = (describer.config.get("store") or {}).get("local", "float16")
-    for (task, _), desc in zip(good, descriptions, strict=True):
+    for task, _, desc in good:
         store.put(task.image_id, to_arrays(desc, local_dtype))
-    ids = np.array([t.image_id for t, _ in good], dtype=np.int64)
-    vectors = np.stack([d.global_vector for d in descriptions])
+    ids = np.array([t.image_id for t, _, _ in good], dtype=np.int64)
+    vectors = np.stack([d.global_vector for _, _, d in good])
     index.add(ids, projector(vectors) if projector else vectors)
-    for task, image in good:
+    for task, shape, _ in good:
         row = session.get(Image, task.image_id)
         assert row is not None
-        row.height, row.width = image.shape[:2]
+        row.height, row.width = shape  # type: ignore[misc]
         row.status, row.error = ImageStatus.INDEXED, None
     summary.indexed += len(good)
 
@@ -218,8 +217,12 @@ def index_folder(
     prune: bool = False,
     batch_size: int = 16,
     checkpoint_seconds: float = 30.0,
+    ray_address: str | None = None,
 ) -> IndexSummary:
-    """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees."""
+    """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees.
+
+    With `ray_address` the images are described by Ray Data workers (`indexer.distributed`;
+    "local" starts a local Ray instance) and this process stays the single writer."""
     folder = folder.resolve()
     if not folder.is_dir():
         raise NotADirectoryError(f"not a folder: {folder}")
@@ -263,7 +266,7 @@ def index_folder(
             if prune:
                 _prune(session, gone, index, store, summary)
             _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size,
-                       projector)
+                       projector, ray_address)
             checkpoint(force=True)  # what was indexed is safe before the whitening is learned
             checkpoint.index = index = refresh_whitening(session, gallery, files, index)
             checkpoint.index = index = refresh_index(session, gallery, files, index)
@@ -292,16 +295,25 @@ def _migrate_features(files: GalleryFiles) -> None:
 def _run_tasks(
     tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
     store: Store, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
-    projector: Projector | None,
+    projector: Projector | None, ray_address: str | None = None,
 ) -> None:
     if not tasks or describer is None:
         return
     checkpoint(force=True)  # the PENDING rows exist before any extraction starts
+    local_dtype = (describer.config.get("store") or {}).get("local", "float16")
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
-        for batch in _batches(tasks, batch_size):
-            _process_batch(batch, describer, session, index, store, summary, pool, projector)
+        results: Iterator[tuple[list[Any], list[Described]]]
+        if ray_address is None:
+            results = ((b, _describe_here(b, describer, pool)) for b in _batches(tasks, batch_size))
+        else:
+            from indexer.distributed import describe_on_ray
+
+            results = describe_on_ray(tasks, describer.config, ray_address, batch_size)
+        for batch, described in results:
+            _process_batch(batch, described, session, index, store, summary, projector,
+                           local_dtype)
             checkpoint.dirty = True
             checkpoint()
             bar.update(len(batch))
