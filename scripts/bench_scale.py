@@ -122,7 +122,9 @@ def single_query_rate(index: VectorIndex | faiss.Index, queries: np.ndarray, k: 
     return len(queries) / (time.perf_counter() - start)
 
 
-def build(spec: IndexSpec, vectors: np.ndarray, seed: int) -> tuple[VectorIndex, float]:
+def build(
+    spec: IndexSpec, vectors: np.ndarray, seed: int, per_list: int = 64
+) -> tuple[VectorIndex, float]:
     """A gallery index of `vectors` (ids = positions) built in chunks, and the seconds it took."""
     start = time.perf_counter()
     obj = VectorIndex(vectors.shape[1], "ip")
@@ -132,7 +134,7 @@ def build(spec: IndexSpec, vectors: np.ndarray, seed: int) -> tuple[VectorIndex,
                                    np.arange(s, min(s + CHUNK, len(vectors)), dtype=np.int64))
         return obj, time.perf_counter() - start
     rng = np.random.default_rng(seed)
-    most = min(len(vectors), 64 * spec.nlist)
+    most = min(len(vectors), per_list * spec.nlist)
     train = np.ascontiguousarray(vectors[np.sort(rng.choice(len(vectors), most, replace=False))])
     index = faiss.index_factory(vectors.shape[1], spec.factory(vectors.shape[1]),
                                 faiss.METRIC_INNER_PRODUCT)
@@ -159,6 +161,10 @@ def main() -> None:
     parser.add_argument("--pca-dims", type=int, default=256)
     parser.add_argument("--flat-queries", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nlist", type=int, default=None,
+                        help="inverted lists (default: what choose_spec picks for N)")
+    parser.add_argument("--train-per-list", type=int, default=64,
+                        help="k-means training vectors per list (the wiki: 30 to 256)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     home = Path(os.environ.get("TANSAKU_HOME", Path.home() / ".local/share/tansaku"))
@@ -190,7 +196,7 @@ def main() -> None:
                     "memory_mb": round(flat_mb, 1), "build_s": round(flat_build, 1),
                     "chosen": chosen.kind == "flat"}]
         _emit(results[-1], args.json)
-        nlist = chosen.nlist or choose_spec(max(args.n, 10**6), dim).nlist
+        nlist = args.nlist or chosen.nlist or choose_spec(max(args.n, 10**6), dim).nlist
         hnsw = nlist >= 4096
         specs = {"ivf-flat": IndexSpec("ivf", nlist, "Flat", hnsw_quantizer=hnsw),
                  "ivf-sq8": IndexSpec("ivf", nlist, "SQ8", hnsw_quantizer=hnsw),
@@ -198,7 +204,7 @@ def main() -> None:
                                     hnsw_quantizer=hnsw)}
         for name in args.types:
             spec = specs[name]
-            index, build_s = build(spec, vectors, args.seed)
+            index, build_s = build(spec, vectors, args.seed, args.train_per_list)
             t0 = time.perf_counter()
             index.tuning = index.tune(tune_q, tune_ids, truth=truth_tune)
             tune_s = time.perf_counter() - t0
@@ -210,7 +216,7 @@ def main() -> None:
                 "speedup": round(qps / flat_qps, 1), "memory_mb": round(index.memory_bytes() / 2**20, 1),
                 "build_s": round(build_s, 1), "tune_s": round(tune_s, 1),
                 "params": index.tuning.params, "tuned_recall": index.tuning.recall_at_10,
-                "chosen": spec == chosen,
+                "chosen": spec.kind == chosen.kind and spec.codes == chosen.codes,
             })
             _emit(results[-1], args.json)
             del index
