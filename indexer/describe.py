@@ -59,11 +59,13 @@ class Describer:
         return self.describe_batch([image])[0]
 
 
-LOCAL_DTYPES = ("float32", "float16", "int8", "uint8")
+LOCAL_DTYPES = ("float32", "float16", "int8", "uint8", "uint4")
 INT8_SCALE = 127.0
 # RootSIFT components lie in [0, ~0.32] (SIFT clips its normalised bins at 0.2): x 512 keeps
 # ~0.001 steps in one byte, and clipping at 255 (0.498) never bites.
 UINT8_SCALE = 512.0
+# uint4: 16 levels over [0, 0.3], two components a byte (components above 0.3 are rare and clipped)
+UINT4_SCALE = 50.0
 
 
 def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.ndarray]:
@@ -79,9 +81,12 @@ def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.n
     arrays = {"global": desc.global_vector.astype(np.float32)}
     if desc.local is not None:
         arrays["keypoints"] = desc.local.keypoints.astype(np.float32)
-        arrays["descriptors"] = _encode(desc.local.descriptors, local_dtype)
+        if local_dtype == "uint4":
+            arrays["descriptors_u4"] = _encode_uint4(desc.local.descriptors)
+        else:
+            arrays["descriptors"] = _encode(desc.local.descriptors, local_dtype)
         if desc.local.scores is not None:
-            score_dtype = np.float16 if local_dtype == "uint8" else np.float32
+            score_dtype = np.float16 if local_dtype in ("uint8", "uint4") else np.float32
             arrays["scores"] = desc.local.scores.astype(score_dtype)
     return arrays
 
@@ -99,8 +104,29 @@ def _encode(descriptors: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.round(descriptors * INT8_SCALE), -127, 127).astype(np.int8)
 
 
+def _encode_uint4(descriptors: np.ndarray) -> np.ndarray:
+    """Non-negative descriptors (even width) as 4-bit levels, two to a byte: (N, D / 2) uint8."""
+    if len(descriptors) and float(descriptors.min()) < -1e-6:
+        raise ValueError("uint4 storage needs non-negative descriptor components (RootSIFT)")
+    if descriptors.shape[1] % 2:
+        raise ValueError(f"uint4 storage needs an even descriptor width, got {descriptors.shape[1]}")
+    q = np.clip(np.round(descriptors * UINT4_SCALE), 0, 15).astype(np.uint8)
+    return (q[:, 0::2] << 4) | q[:, 1::2]
+
+
+def _decode_uint4(packed: np.ndarray) -> np.ndarray:
+    out = np.empty((len(packed), 2 * packed.shape[1]), np.float32)
+    out[:, 0::2] = packed >> 4
+    out[:, 1::2] = packed & 15
+    out *= np.float32(1.0 / UINT4_SCALE)
+    return out
+
+
 def local_from_arrays(arrays: dict[str, np.ndarray]) -> LocalFeatures:
     """Local features back from the feature store (descriptors as float32)."""
+    if "descriptors_u4" in arrays:
+        return LocalFeatures(arrays["keypoints"], _decode_uint4(arrays["descriptors_u4"]),
+                             arrays.get("scores"))
     codes = arrays["descriptors"]
     if codes.dtype == np.int8:  # one pass: scaled straight into float32
         descriptors = np.multiply(codes, np.float32(1.0 / INT8_SCALE), dtype=np.float32)

@@ -57,3 +57,16 @@ def test_rootsift_grid_selection_draws_from_a_larger_pool() -> None:
     plain = rootsift(image, max_features=100)
     assert len(grid) == len(plain) == 100
     assert not np.array_equal(grid.keypoints, plain.keypoints)
+
+
+def test_uint4_codes_round_trip_within_half_a_level_and_halve_the_bytes() -> None:
+    from indexer.describe import UINT4_SCALE
+
+    local = rootsift(sample_image("chelsea", 320), max_features=300)
+    arrays = to_arrays(Description(np.ones(4, np.float32), local), "uint4")
+    assert arrays["descriptors_u4"].shape == (len(local), 64)
+    back = local_from_arrays(decode_arrays(encode_arrays(arrays)))
+    clipped = np.minimum(local.descriptors, 15 / UINT4_SCALE)
+    assert np.abs(back.descriptors - clipped).max() <= 0.5 / UINT4_SCALE + 1e-6
+    sims = back.descriptors @ local.descriptors.T
+    assert (sims.argmax(axis=1) == np.arange(len(local))).mean() > 0.95
