@@ -18,6 +18,7 @@ from engine.evaluation.reid_protocols import (
     load_market,
     load_viper,
 )
+from indexer.errors import ModelLoadError
 from indexer.extractors.gog import GOGNormalizer
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
@@ -73,5 +74,5 @@ def evaluate_reid(
         gallery = describe_set(method, split.gallery, "bounding_box_test")
         return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
                                method=label, normalizer=normalizer)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # layout and name errors
-        raise TansakuError(str(exc)) from exc
+    except (FileNotFoundError, NotADirectoryError, ValueError, ModelLoadError) as exc:
+        raise TansakuError(str(exc)) from exc  # layout, name and model file errors
