@@ -35,9 +35,9 @@ class _HasPath(Protocol):
     path: Path
 
 
-def _read(path: Path) -> np.ndarray | ImageReadError:
+def _read(path: Path, max_side: int | None = None) -> np.ndarray | ImageReadError:
     try:
-        return read_image(path)
+        return read_image(path, max_side)
     except ImageReadError as exc:
         return exc
 
@@ -46,8 +46,10 @@ def describe_files(
     describer: Describer, paths: list[Path],
     map_: Callable[[Callable[[Path], Any], Iterable[Path]], Iterable[Any]] = map,
 ) -> list[Described]:
-    """Read `paths` (with `map_`, e.g. a thread pool's) and describe the readable ones as a batch."""
-    images = list(map_(_read, paths))
+    """Read `paths` (with `map_`, e.g. a thread pool's; decoded no larger than the describer
+    needs) and describe the readable ones as a batch."""
+    max_side = getattr(describer, "max_side", None)
+    images = list(map_(lambda path: _read(path, max_side), paths))
     good = [im for im in images if isinstance(im, np.ndarray)]
     descriptions = iter(describer.describe_batch(good) if good else [])
     out: list[Described] = []
