@@ -62,12 +62,15 @@ def index(
     ] = None,
     model: ModelOption = None,
     db: DbOption = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Describe images on Ray Data workers: a Ray address, or `local` for a "
+        "local Ray instance (pip install 'tansaku[ray]').")] = None,
 ) -> None:
     """Index FOLDER into a gallery: new and changed files are described, unchanged ones skipped."""
     from engine.core import profile_config
 
     summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune,
-                                       config=profile_config(profile, method, model))
+                                       config=profile_config(profile, method, model), ray=ray)
     for rel, reason in summary.failures:
         typer.echo(f"failed: {rel}: {reason}", err=True)
     typer.echo(

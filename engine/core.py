@@ -22,15 +22,9 @@ from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.errors import ModelLoadError
+from indexer.gallery_index import WHITENING_DEFAULTS, pending_index_path
 from indexer.images import ImageReadError, discover_images, read_image
-from indexer.pipeline import (
-    WHITENING_DEFAULTS,
-    EmptyFolderError,
-    IndexSummary,
-    OverlappingSourceError,
-    index_folder,
-    pending_index_path,
-)
+from indexer.pipeline import EmptyFolderError, IndexSummary, OverlappingSourceError, index_folder
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
 from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
@@ -299,11 +293,12 @@ class Engine:
     # indexing ----------------------------------------------------------------------------------
     def index_folder(
         self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
-        batch_size: int = 16, config: dict[str, Any] | None = None,
+        batch_size: int = 16, config: dict[str, Any] | None = None, ray: str | None = None,
     ) -> IndexSummary:
         """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`.
 
         A gallery holds any number of folders; `prune` drops the vanished files of this one only.
+        `ray`: describe the images on Ray Data workers at this address ("local": a local Ray).
         """
         folder = Path(folder).expanduser()
         if not folder.exists():
@@ -320,10 +315,11 @@ class Engine:
             row = self._fit_existing_heads(row, folder)
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
-                                describer_factory=factory, prune=prune, batch_size=batch_size)
+                                describer_factory=factory, prune=prune, batch_size=batch_size,
+                                ray_address=ray)
         except (EmptyFolderError, GalleryBusyError, OverlappingSourceError) as exc:
             raise TansakuError(str(exc)) from exc
-        except ModelLoadError as exc:  # a projection file, say
+        except ModelLoadError as exc:  # a projection file, or Ray missing, say
             raise model_error(exc) from exc
 
     def _fit_heads(
