@@ -18,6 +18,7 @@ from tqdm import tqdm
 from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.describe import Describer, Description, local_from_arrays
+from indexer.errors import ModelLoadError
 from indexer.images import ImageReadError, read_image
 from indexer.pipeline import (
     WHITENING_DEFAULTS,
@@ -231,9 +232,10 @@ class Engine:
     # querying ----------------------------------------------------------------------------------
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
-        rerank: bool = True, conf: RerankConf | None = None,
+        rerank: bool = True, conf: RerankConf | None = None, explain: str | Path | None = None,
     ) -> QueryResult:
-        """Rank `gallery` for the image at `image`."""
+        """Rank `gallery` for the image at `image`; with `explain`, write heat maps of each
+        result there (see `matcher.explain`)."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
@@ -252,7 +254,27 @@ class Engine:
             vector=opened.projected(description),
         )
         times = {"extraction": extraction, **result.times}
-        return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
+        ranked = opened.ranked(result.hits)
+        if explain is not None:
+            self._explain(opened, pixels, ranked, Path(explain).expanduser())
+        return QueryResult(str(path), gallery, ranked, times)
+
+    def _explain(self, opened: OpenGallery, pixels: np.ndarray, ranked: list[RankedImage],
+                 out_dir: Path) -> list[Path]:
+        """Heat-map panels of the query and each result (person galleries with `abn:CKPT`)."""
+        from matcher.explain import abn_checkpoint, explain_results
+
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method) if opened.gallery.profile == "person" else None
+        if ckpt is None:
+            raise TansakuError(f"--explain needs a person gallery described by abn:CKPT; "
+                               f"gallery {opened.gallery.name!r} uses {method or 'no person method'}")
+        root = Path(opened.gallery.root or ".")
+        results = [(r.path, read_image(root / r.path)) for r in ranked]
+        try:
+            return explain_results(ckpt, pixels, results, out_dir)
+        except ModelLoadError as exc:
+            raise TansakuError(str(exc)) from exc
 
 
 def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
