@@ -4,6 +4,7 @@
     python scripts/eval_abn.py caviar CKPT [--root PATH] [--trials 10]
     python scripts/eval_abn.py masking CKPT [--root PATH] [--pairs 100]
     python scripts/eval_abn.py explain CKPT --out DIR [--root PATH]
+    python scripts/eval_abn.py gog              # only the GOG descriptors of VIPeR (cached)
 
 Features are cached in `--cache` (default /tmp/abn-eval-cache), keyed by the checkpoint's path and
 modification time, so the GOG descriptors and each network's embeddings are computed once.
@@ -113,9 +114,9 @@ class FusionNormalizer:
 def cmd_viper(args: argparse.Namespace) -> None:
     from indexer.extractors.gog import GOGNormalizer
 
-    persons = load_viper(args.root / "viper" if args.root.name != "viper" else args.root)
+    persons = load_viper(args.root / "viper")
     gog = gog_features(persons, args.cache) if args.gog else None
-    if gog is not None:
+    if gog is not None and args.gog_alone:
         print(json.dumps(evaluate_viper(gog, persons, "xqda", args.trials, method="gog+xqda",
                                         normalizer=GOGNormalizer)), flush=True)
     for ckpt in args.ckpt:
@@ -129,6 +130,12 @@ def cmd_viper(args: argparse.Namespace) -> None:
             print(json.dumps(evaluate_viper(
                 fused, persons, "xqda", args.trials, method=f"gog+{name}+xqda",
                 normalizer=lambda d=gog.shape[1]: FusionNormalizer(d))), flush=True)
+
+
+def cmd_gog(args: argparse.Namespace) -> None:
+    """Only compute (and cache) GOG descriptors of VIPeR."""
+    persons = load_viper(args.root / "viper")
+    print(json.dumps({"gog": list(gog_features(persons, args.cache).shape)}), flush=True)
 
 
 def cmd_caviar(args: argparse.Namespace) -> None:
@@ -200,18 +207,19 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("viper", "caviar", "masking", "explain"))
-    parser.add_argument("ckpt", type=Path, nargs="+")
+    parser.add_argument("command", choices=("viper", "caviar", "masking", "explain", "gog"))
+    parser.add_argument("ckpt", type=Path, nargs="*")
     parser.add_argument("--root", type=Path, default=DATA)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/abn-eval-cache"))
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--metrics", nargs="+", default=["euclidean", "xqda"])
     parser.add_argument("--no-gog", dest="gog", action="store_false")
+    parser.add_argument("--no-gog-alone", dest="gog_alone", action="store_false")
     parser.add_argument("--out", type=Path, default=Path("/tmp/abn-explain"))
     args = parser.parse_args()
-    {"viper": cmd_viper, "caviar": cmd_caviar, "masking": cmd_masking,
-     "explain": cmd_explain}[args.command](args)
+    {"viper": cmd_viper, "caviar": cmd_caviar, "masking": cmd_masking, "explain": cmd_explain,
+     "gog": cmd_gog}[args.command](args)
 
 
 if __name__ == "__main__":
