@@ -104,5 +104,5 @@ def evaluate_reid(
         gallery = describe_set(method, split.gallery, "bounding_box_test")
         return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
                                method=label, normalizer=normalizer)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # layout and name errors
-        raise TansakuError(str(exc)) from exc
+    except (FileNotFoundError, NotADirectoryError, ValueError, ModelLoadError) as exc:
+        raise TansakuError(str(exc)) from exc  # layout, name and model file errors

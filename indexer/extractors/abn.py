@@ -34,8 +34,8 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def abn_method(images: Sequence[np.ndarray], checkpoint: str | Path) -> np.ndarray:
-    """(N, 512) L2-normalised embeddings of RGB uint8 person crops by the checkpoint's network."""
-    model, _ = load_abn(checkpoint)
+    """The person method `abn:CKPT`: (N, 512) L2-normalised embeddings of RGB uint8 crops."""
+    model, _ = load_abn(str(checkpoint).split("?")[0])
     return _normalize(describe_frames(model, list(images)))
 
 

@@ -57,7 +57,7 @@ def _rank1_hits(engine: Engine, market: Path) -> int:
     hits = 0
     for query in sorted((market / "query").iterdir()):
         best = engine.query(query, "people", top_k=1).results[0]
-        hits += best.path[:4] == query.name[:4]
+        hits += best.relative_path[:4] == query.name[:4]
     return hits
 
 
@@ -96,7 +96,7 @@ def test_gog_gallery_projection_applies_the_gog_normaliser(market: Path, tmp_pat
     opened = eng.open_gallery("gog-people")
     mean = np.load(opened.files.path(report["normalizer_mean"]))
     assert mean.shape == (27622,)
-    hits = sum(eng.query(q, "gog-people", top_k=1).results[0].path[:4] == q.name[:4]
+    hits = sum(eng.query(q, "gog-people", top_k=1).results[0].relative_path[:4] == q.name[:4]
                for q in sorted((market / "query").iterdir()))
     assert hits >= IDENTITIES - 1
 
