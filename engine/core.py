@@ -435,10 +435,11 @@ class Engine:
         if ckpt is None:
             raise TansakuError(f"--explain needs a person gallery described by abn:CKPT; "
                                f"gallery {opened.gallery.name!r} uses {method or 'no person method'}")
-        root = Path(opened.gallery.root or ".")
-        results = [(r.path, read_image(root / r.path)) for r in ranked]
         try:
+            results = [(r.path, read_image(Path(r.path))) for r in ranked]
             return explain_results(ckpt, pixels, results, out_dir)
+        except ImageReadError as exc:
+            raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
         except ModelLoadError as exc:
             raise TansakuError(str(exc)) from exc
 

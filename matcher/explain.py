@@ -57,7 +57,7 @@ def explain_results(checkpoint: str | Path, query: np.ndarray, results: list[tup
     written = []
     for rank, (name, image) in enumerate(results, start=1):
         maps, kind = explain_pair(model, query, image)
-        stem = Path(name).stem.replace("/", "_")
+        stem = Path(name).stem
         written.append(write_panel(out / f"{rank:02d}-{stem}-{kind}.png",
                                    match_panel(query, image, maps)))
     return written

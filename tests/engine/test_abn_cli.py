@@ -62,3 +62,46 @@ def test_train_reid_short_recipe_then_resume(tmp_path: Path) -> None:
     again = tansaku(tmp_path / "home", "train-reid", str(data), "--out", str(ckpt),
                     "--recipe", "short")
     assert again.returncode == 0 and "already trained" in again.stderr
+
+
+@pytest.mark.slow
+def test_abn_gallery_tracklet_query_and_heat_maps(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ckpt = tmp_path / "abn.pt"
+    train = _people(tmp_path / "train", persons=4, seed=1)
+    assert tansaku(home, "train-reid", str(train), "--out", str(ckpt), "--recipe", "short"
+                   ).returncode == 0
+    gallery = _people(tmp_path / "gallery", persons=4, cams=(2,), frames=2, seed=2)
+    proc = tansaku(home, "index", str(gallery), "--gallery", "p", "--profile", "person",
+                   "--method", f"abn:{ckpt}")
+    assert proc.returncode == 0, proc.stderr
+    tracklet = _people(tmp_path / "query", persons=1, cams=(1,), frames=3, seed=2)
+    out = tmp_path / "maps"
+    proc = tansaku(home, "query", str(tracklet), "--gallery", "p", "--top-k", "3",
+                   "--explain", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert len(results) == 3
+    panels = sorted(out.glob("*.png"))
+    assert len(panels) == 3 and all("attention" in p.name for p in panels)
+    panel = cv2.imread(str(panels[0]))
+    assert panel is not None and panel.shape[0] == 256
+    # multishot evaluation with the checkpoint's temporal attention
+    data = tmp_path / "set"
+    _people(data / "images", persons=6, one_camera=1, seed=3)
+    proc = tansaku(home, "eval", "reid", str(data), "--format", "multishot", "--method",
+                   f"abn:{ckpt}", "--metric", "euclidean", "--trials", "2", "--pooling",
+                   "attention", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["pooling"] == "attention"
+
+
+@pytest.mark.slow
+def test_explain_needs_an_abn_gallery(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    gallery = _people(tmp_path / "gallery", persons=2, cams=(2,), frames=1)
+    assert tansaku(home, "index", str(gallery), "--gallery", "p", "--profile", "person",
+                   "--method", "lomo").returncode == 0
+    query = next(gallery.iterdir())
+    proc = tansaku(home, "query", str(query), "--gallery", "p", "--explain", str(tmp_path / "m"))
+    assert_user_error(proc, "abn:CKPT", "lomo")
