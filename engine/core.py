@@ -365,28 +365,80 @@ class Engine:
     # querying ----------------------------------------------------------------------------------
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
-        rerank: bool = True, conf: RerankConf | None = None,
+        rerank: bool = True, conf: RerankConf | None = None, explain: str | Path | None = None,
     ) -> QueryResult:
-        """Rank `gallery` for the image at `image`."""
+        """Rank `gallery` for the image at `image`; with `explain`, write heat maps of each
+        result there (see `matcher.explain`)."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
         if top_k < 1 or shortlist < 1:
             raise TansakuError("--top-k and --shortlist must be at least 1")
         opened = self.open_gallery(gallery)
-        try:
-            pixels = read_image(path, opened.describer.max_side)
-        except ImageReadError as exc:
-            raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
         start = time.perf_counter()
-        description = opened.describer.describe(pixels)
+        if path.is_dir():  # a tracklet: crops of one person from one camera
+            frames = self._tracklet_frames(opened, path)
+            pixels, description = frames[0], self._describe_tracklet(opened, frames)
+        else:
+            try:
+                pixels = read_image(path, opened.describer.max_side)
+            except ImageReadError as exc:
+                raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
+            description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
         result = opened.searcher(conf).search(
             description, top_k=top_k, shortlist=shortlist, rerank=rerank,
             vector=opened.projected(description),
         )
         times = {"extraction": extraction, **result.times}
-        return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
+        ranked = opened.ranked(result.hits)
+        if explain is not None:
+            self._explain(opened, pixels, ranked, Path(explain).expanduser())
+        return QueryResult(str(path), gallery, ranked, times)
+
+    @staticmethod
+    def _tracklet_frames(opened: OpenGallery, folder: Path) -> list[np.ndarray]:
+        if opened.gallery.profile != "person":
+            raise TansakuError(f"a folder query is a tracklet of person crops; gallery "
+                               f"{opened.gallery.name!r} has profile {opened.gallery.profile!r}")
+        frames = list(_readable(sorted(discover_images(folder)), opened.describer.max_side))
+        if not frames:
+            raise TansakuError(f"no readable image in the query folder {folder}")
+        return frames
+
+    @staticmethod
+    def _describe_tracklet(opened: OpenGallery, frames: list[np.ndarray]) -> Description:
+        """One description of a tracklet: its frames' vectors pooled by the method's temporal
+        attention (abn:CKPT) or by their mean."""
+        from indexer.extractors.abn import abn_checkpoint, abn_frame_scores
+
+        vectors = np.stack([d.global_vector for d in opened.describer.describe_batch(frames)])
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method)
+        weights = np.full(len(frames), 1.0 / len(frames))
+        if ckpt is not None:
+            scores = abn_frame_scores(frames, ckpt)
+            weights = np.exp(scores - scores.max())
+            weights /= weights.sum()
+        return Description((weights[:, None] * vectors).sum(0).astype(np.float32), None)
+
+    def _explain(self, opened: OpenGallery, pixels: np.ndarray, ranked: list[RankedImage],
+                 out_dir: Path) -> list[Path]:
+        """Heat-map panels of the query and each result (person galleries with `abn:CKPT`)."""
+        from matcher.explain import abn_checkpoint, explain_results
+
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method) if opened.gallery.profile == "person" else None
+        if ckpt is None:
+            raise TansakuError(f"--explain needs a person gallery described by abn:CKPT; "
+                               f"gallery {opened.gallery.name!r} uses {method or 'no person method'}")
+        try:
+            results = [(r.path, read_image(Path(r.path))) for r in ranked]
+            return explain_results(ckpt, pixels, results, out_dir)
+        except ImageReadError as exc:
+            raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
+        except ModelLoadError as exc:
+            raise TansakuError(str(exc)) from exc
 
 
 def build_describer(config: dict[str, Any]) -> Describer:
