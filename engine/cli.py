@@ -25,7 +25,8 @@ ModelOption = Annotated[str | None, typer.Option(
     "--model", help="Landmark model of a new gallery: gem-rootsift (default), "
     "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH.")]
 RerankModeOption = Annotated[str | None, typer.Option(
-    "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's.")]
+    "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's. "
+    "Person galleries (query): kreciprocal (Zhong et al. 2017).")]
 VerifierOption = Annotated[str | None, typer.Option(help="degensac, magsac or ransac.")]
 
 
@@ -89,8 +90,11 @@ def query(
     """Rank a gallery's images for IMAGE."""
     from engine.core import rerank_conf
 
+    kreciprocal = rerank_mode == "kreciprocal"  # person galleries: k-reciprocal re-ranking
     result = _engine(db).query(image, gallery, top_k=top_k, shortlist=shortlist,
-                               rerank=not no_rerank, conf=rerank_conf(rerank_mode, verifier))
+                               rerank=not no_rerank and not kreciprocal,
+                               conf=rerank_conf(None if kreciprocal else rerank_mode, verifier),
+                               kreciprocal=kreciprocal and not no_rerank)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -153,12 +157,14 @@ def eval_reid(
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    rerank: Annotated[str, typer.Option(help="none or kreciprocal (Zhong et al. 2017).")] = "none",
     as_json: JsonOption = False,
 ) -> None:
     """Re-identification CMC / mAP / mINP on VIPeR or a Market-1501 layout."""
     from engine.evaluation.reid import evaluate_reid
 
-    scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed)
+    scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed,
+                           rerank=rerank)
     _emit_scores(scores, as_json)
 
 

@@ -231,15 +231,19 @@ class Engine:
     # querying ----------------------------------------------------------------------------------
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
-        rerank: bool = True, conf: RerankConf | None = None,
+        rerank: bool = True, conf: RerankConf | None = None, kreciprocal: bool = False,
     ) -> QueryResult:
-        """Rank `gallery` for the image at `image`."""
+        """Rank `gallery` for the image at `image`; `kreciprocal` re-ranks a person gallery's
+        shortlist by k-reciprocal encoding."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
         if top_k < 1 or shortlist < 1:
             raise TansakuError("--top-k and --shortlist must be at least 1")
         opened = self.open_gallery(gallery)
+        if kreciprocal and opened.gallery.profile != "person":
+            raise TansakuError("k-reciprocal re-ranking applies to person galleries; landmark "
+                               "galleries re-rank by geometry (--rerank-mode ours|delf)")
         try:
             pixels = read_image(path)
         except ImageReadError as exc:
@@ -249,7 +253,7 @@ class Engine:
         extraction = time.perf_counter() - start
         result = opened.searcher(conf).search(
             description, top_k=top_k, shortlist=shortlist, rerank=rerank,
-            vector=opened.projected(description),
+            vector=opened.projected(description), kreciprocal=kreciprocal,
         )
         times = {"extraction": extraction, **result.times}
         return QueryResult(str(path), gallery, opened.ranked(result.hits), times)

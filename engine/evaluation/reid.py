@@ -12,16 +12,16 @@ from tqdm import tqdm
 from engine.errors import TansakuError
 from engine.evaluation.reid_protocols import (
     METRICS,
+    RERANKS,
     PersonSet,
     evaluate_market,
     evaluate_viper,
     load_market,
     load_viper,
 )
-from indexer.extractors.gog import GOGNormalizer
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
-from indexer.projections.gallery import needs_gog_normalizer
+from indexer.projections.person_stages import PersonStages, needs_stages
 
 log = logging.getLogger(__name__)
 FORMATS = ("viper", "market")
@@ -45,9 +45,14 @@ def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 6
 
 def evaluate_reid(
     dataset: Path, fmt: str, method: str = "lomo", metric: str = "xqda", trials: int = 10,
-    seed: int = 0,
+    seed: int = 0, rerank: str = "none",
 ) -> dict[str, Any]:
-    """The `tansaku eval reid --json` object for `dataset` in layout `fmt`."""
+    """The `tansaku eval reid --json` object for `dataset` in layout `fmt`.
+
+    Stages learned from identities (GOG's normaliser, C-DPCF, a fusion's per-part normalisation)
+    are fitted with the projection on the training identities only; `rerank="kreciprocal"`
+    re-ranks the metric's distances by k-reciprocal encoding.
+    """
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
@@ -55,23 +60,25 @@ def evaluate_reid(
         raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
     if metric not in METRICS:
         raise TansakuError(f"unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
+    if rerank not in RERANKS:
+        raise TansakuError(f"unknown --rerank {rerank!r}; valid: {', '.join(RERANKS)}")
     try:
         parse_method(method)
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
-    label = f"{method}+{metric}"
-    normalizer = GOGNormalizer if needs_gog_normalizer(method) else None
+    label = f"{method}+{metric}" + ("+kreciprocal" if rerank == "kreciprocal" else "")
+    stages = (lambda: PersonStages(method)) if needs_stages(method) else None
     try:
         if fmt == "viper":
             persons = load_viper(dataset)
             features = describe_set(method, persons, "VIPeR")
             return evaluate_viper(features, persons, metric, trials, seed,  # type: ignore[arg-type]
-                                  method=label, normalizer=normalizer)
+                                  method=label, stages=stages, rerank=rerank)
         split = load_market(dataset)
         train = describe_set(method, split.train, "bounding_box_train")
         query = describe_set(method, split.query, "query")
         gallery = describe_set(method, split.gallery, "bounding_box_test")
         return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
-                               method=label, normalizer=normalizer)
+                               method=label, stages=stages, rerank=rerank)
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # layout and name errors
         raise TansakuError(str(exc)) from exc
