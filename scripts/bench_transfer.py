@@ -36,7 +36,7 @@ METHODS = ("layers", "layers-mbv2", "layers-gem", "fc", "svdfc", "svdcam", "mpnc
            "cdpcf", "cdpcf-mbv2", "gog")
 
 
-def cache_viper(methods: list[str], root: Path, cache: Path, timing_images: int = 64) -> None:
+def cache_viper(methods: list[str], root: Path, cache: Path, timing_images: int = 16) -> None:
     """Describe every VIPeR image by each method once and write the features; time each method
     alone on the first `timing_images` images (its own network passes included)."""
     from engine.evaluation.reid_protocols import load_viper
