@@ -9,10 +9,11 @@ A match (i, j) pairs query feature i with candidate feature j, where j is i's ne
 the candidate's features. Lowe's ratio test (IJCV 2004) keeps it when d1 < ratio * d2, with d1, d2
 the Euclidean distances to the nearest and second-nearest neighbour; the mutual check keeps it when i
 is also j's nearest neighbour among the query's features; a distance bound keeps it when d1 < bound
-(DELF's reference re-ranking matches this way, with no ratio test). It is on by default: without it, many
-query features matched to one keypoint of a feature-poor candidate gave degenerate homographies
-with up to 40 "inliers" on unrelated Holidays pairs, and it raised the inlier-count mAP of every
-verifier (scripts/bench_matching.py).
+(DELF's reference re-ranking matches this way, with no ratio test). `match_pairs` computes the
+mutual check unless told not to; query-time re-ranking (`matcher.rerank.RerankConf`, the README's
+figures) turns it off and relies on the ratio test. Without either test, many query features
+matched to one keypoint of a feature-poor candidate give degenerate homographies with dozens of
+"inliers" on unrelated pairs (scripts/bench_matching.py compares the settings).
 """
 
 from __future__ import annotations

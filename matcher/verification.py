@@ -145,9 +145,9 @@ def verify(
     DEGENSAC and scikit-image's RANSAC; OpenCV's MAGSAC is deterministic by construction. The
     affine model is mapped to a 3x3 matrix with last row (0, 0, 1).
 
-    Defaults from scripts/bench_matching.py on Holidays (400 px wide): DEGENSAC homographies gave
-    the best inlier-count mAP of the fast settings; 8 px beat 2 and 4 px (many scenes are not
-    planar). The threshold is in pixels of the keypoints, so scale it with the image size.
+    The threshold is in pixels of the keypoints, so scale it with the image size. This function's
+    defaults are for direct callers; query-time re-ranking passes its own settings
+    (`matcher.rerank.RerankConf`: DEGENSAC homography at 4 px), which gave the README's mAP figures.
     """
     _check_args(method, model, threshold_px, confidence)
     pq, pc = matched_points(kp_q, kp_c, matches)

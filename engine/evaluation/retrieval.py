@@ -91,7 +91,7 @@ def evaluate_holidays(
     engine: Engine, folder: Path, rerank: bool = True, shortlist: int = 100,
     conf: RerankConf | None = None, config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """INRIA Holidays mAP (DESIGN.md protocol), percentages 0-100."""
+    """INRIA Holidays mAP (the protocol in this module's docstring), percentages 0-100."""
     name = eval_gallery_name("holidays", folder, config)
     engine.index_folder(folder, name, profile="landmark", config=config)
     opened = engine.open_gallery(name)

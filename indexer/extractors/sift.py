@@ -75,10 +75,10 @@ def rootsift(
     [min_side, max_side] (either bound may be None); keypoints are mapped back to the pixels of the
     image as given, with OpenCV's convention that pixel centres sit at integer coordinates.
 
-    Defaults measured on Holidays (400 px wide) with scripts/bench_matching.py, DEGENSAC-H inlier
-    mAP / seconds to re-rank 100 candidates on one core: 800 features 81.1 / 0.26 s, 1000
-    features 80.8 / 0.34 s, 500 features 77.5 / 0.12 s. Upscaling to min_side=800 with 800
-    features gave 83.4 / 0.33 s and about 3x the extraction time, so it is left to the caller.
+    The landmark profile asks for 1000 features (`indexer.profiles`), the setting behind the
+    README's re-ranked Holidays mAP; scripts/bench_matching.py compares feature counts by
+    inlier-count mAP and matching time. Upscaling small images (`min_side`) finds more features at
+    about 3x the extraction time, so it is left to the caller.
     """
     if max_features < 1:
         raise ValueError(f"max_features must be >= 1, got {max_features}")

@@ -24,7 +24,6 @@ PROJECTIONS: dict[str, type[XQDA] | type[KXQDA]] = {"xqda": XQDA, "kxqda": KXQDA
 LOADERS: dict[str, type[XQDA] | type[KXQDA] | type[PCAWhitening]] = {
     **PROJECTIONS, PCAWhitening.kind: PCAWhitening,
 }
-PROJECTION_FILE = "projection.npz"
 
 Projector = Callable[[np.ndarray], np.ndarray]
 
