@@ -102,11 +102,13 @@ def load_part(name: str, cache: Path) -> np.ndarray:
     return _l2(feats[:, start:start + dims[i]])
 
 
-def load_method(method: str, cache: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+def load_method(
+    method: str, cache: Path, part_l2: bool = True
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """A feature-level method's rows as `describe_persons` gives them (fusion: parts L2-normed)."""
     parts = [load_part(p, cache) for p in method.split("+")]
     dims = tuple(p.shape[1] for p in parts)
-    if len(parts) == 1:
+    if len(parts) == 1 or not part_l2:
         return parts[0], dims
     return np.concatenate([_l2(p) for p in parts], axis=1), dims
 
@@ -119,12 +121,15 @@ def group_distances(
     from indexer.projections.person_stages import LEARNED_PARTS, PersonStages
     from indexer.projections.xqda import XQDA, quadratic_distance
 
+    part_l2 = not method.endswith("!")  # "a+b!": parts as their own normalisers leave them
+    method = method.rstrip("!")
     if method not in features:
-        features[method] = load_method(method, cache)
+        features[method] = load_method(method, cache, part_l2)
     X, dims = features[method]
     names = [p.partition("@")[0] for p in method.split("+")]
     if len(names) > 1 or any(n in LEARNED_PARTS for n in names):
-        stages = PersonStages("+".join(names), dims).fit(X[train], pids[train], camids[train])
+        stages = PersonStages("+".join(names), dims, part_l2).fit(X[train], pids[train],
+                                                                   camids[train])
         X = stages.transform(X, camids)
     model = XQDA().fit(X[train], pids[train], camids[train])
     assert model.M_ is not None

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from indexer.backbones import efficientnet_lite, mobilenet_v2
 from indexer.extractors.pcb import preprocess
@@ -95,18 +96,21 @@ def _layers(maps: Maps, net: str, how: str = "gap") -> torch.Tensor:
     return blockwise_l2([pool(m, how) for m in maps[net]])
 
 
+# fc / svdfc / svdcam rows are L2-normalised like every other descriptor here: XQDA's fixed
+# regulariser (0.001 on Sigma_I) assumes unit-scale rows (VIPeR, 2 trials: SVD-FC 5.2 rank-1 raw,
+# 14.2 normalised; scripts/bench_transfer.py).
 def _fc(maps: Maps) -> torch.Tensor:
     with torch.inference_mode():
-        return _eff()._fc(pool(maps["eff"][-1], "gap"))
+        return F.normalize(_eff()._fc(pool(maps["eff"][-1], "gap")), dim=1)
 
 
 def _svdfc(maps: Maps) -> torch.Tensor:
-    return svd_fc(pool(maps["eff"][-1], "gap"), _w_orth())
+    return F.normalize(svd_fc(pool(maps["eff"][-1], "gap"), _w_orth()), dim=1)
 
 
 def _svdcam(maps: Maps) -> torch.Tensor:
     # GAP of SVD-CAM would equal SVD-FC (both are linear): max pooling makes it a feature of its own
-    return pool(svd_cam(maps["eff"][-1], _w_orth()), "max")
+    return F.normalize(pool(svd_cam(maps["eff"][-1], _w_orth()), "max"), dim=1)
 
 
 def _mpncbp(

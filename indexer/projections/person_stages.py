@@ -61,14 +61,16 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 class PersonStages:
-    """The learned per-part stages of a person method, then a fusion's per-part L2."""
+    """The learned per-part stages of a person method, then (`part_l2`) a fusion's per-part L2."""
 
     kind = "person-stages"
 
-    def __init__(self, method: str, dims: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, method: str, dims: tuple[int, ...] | None = None, part_l2: bool = True
+    ) -> None:
         from indexer.extractors.person import parse_method
 
-        self.method = method
+        self.method, self.part_l2 = method, part_l2
         self.parts = parse_method(method)
         self.dims = tuple(dims) if dims is not None else part_dims(method)
         if len(self.dims) != len(self.parts):
@@ -98,14 +100,14 @@ class PersonStages:
             elif stage is not None:
                 block = stage.transform(block)
             out.append(np.asarray(block, np.float64))
-        if len(out) == 1:
-            return out[0]
+        if len(out) == 1 or not self.part_l2:
+            return np.concatenate(out, axis=1)
         return np.concatenate([_l2(b) for b in out], axis=1)
 
     def save(self, path: str | Path) -> None:
         """Write the fitted stages into one .npz, atomically."""
         arrays: dict[str, Any] = {"kind": np.array(self.kind), "method": np.array(self.method),
-                                  "dims": np.array(self.dims)}
+                                  "dims": np.array(self.dims), "part_l2": np.array(self.part_l2)}
         for i, stage in enumerate(self.stages):
             if isinstance(stage, CDPCF):
                 assert stage.cams_ is not None
@@ -123,7 +125,7 @@ class PersonStages:
     def load(cls, path: str | Path) -> PersonStages:
         """Read stages written by save()."""
         a = load_npz(path, cls.kind)
-        model = cls(str(a["method"]), tuple(int(d) for d in a["dims"]))
+        model = cls(str(a["method"]), tuple(int(d) for d in a["dims"]), bool(a["part_l2"]))
         for i, stage in enumerate(model.stages):
             if isinstance(stage, CDPCF):
                 stage.cams_ = a[f"{i}_cams"]

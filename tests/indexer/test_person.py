@@ -54,7 +54,7 @@ def test_fusion_l2_normalises_each_part_then_concatenates(fake_methods: list[int
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="valid names: gog, lomo, pcb"):
+    with pytest.raises(ValueError, match=r"valid names: .*gog, .*lomo, .*pcb"):
         describe_persons("lomo+sift", _images())
     with pytest.raises(ValueError, match="twice"):
         parse_method("lomo+lomo")
