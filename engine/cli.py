@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from engine.errors import TansakuError
+from indexer.profiles import DEFAULT_PERSON_METHOD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="tansaku: search engine for images and for people.")
@@ -153,7 +154,9 @@ def eval_retrieval(
 def eval_reid(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     fmt: Annotated[str, typer.Option("--format", help="viper or market.")] = "viper",
-    method: Annotated[str, typer.Option(help="lomo, gog, pcb, or a fusion like gog+lomo.")] = "lomo",
+    method: Annotated[str, typer.Option(help="A person method (lomo, gog, pcb, cdpcf, layers, ...) "
+                                        "or a fusion like gog+lomo; default: the person profile's.")
+                      ] = DEFAULT_PERSON_METHOD,
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,

@@ -117,7 +117,8 @@ def group_distances(
     method: str, cache: Path, features: dict[str, Any], train: np.ndarray, q: np.ndarray,
     g: np.ndarray, pids: np.ndarray, camids: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """XQDA (q_g, q_q, g_g) distances of one feature-level method, stages fitted on `train`."""
+    """XQDA (q_g, q_q, g_g) distances of one feature-level method, stages fitted on `train`,
+    divided by the mean distance among the training images (so parts can be summed)."""
     from indexer.projections.person_stages import LEARNED_PARTS, PersonStages
     from indexer.projections.xqda import XQDA, quadratic_distance
 
@@ -133,15 +134,17 @@ def group_distances(
         X = stages.transform(X, camids)
     model = XQDA().fit(X[train], pids[train], camids[train])
     assert model.M_ is not None
-    Pq, Pg = model.project(X[q]), model.project(X[g])
+    Pq, Pg, Pt = model.project(X[q]), model.project(X[g]), model.project(X[train])
     M = model.M_
-    return (quadratic_distance(Pq, Pg, M), quadratic_distance(Pq, Pq, M),
-            quadratic_distance(Pg, Pg, M))
+    scale = float(quadratic_distance(Pt, Pt, M).mean())  # training images only, no labels
+    return (quadratic_distance(Pq, Pg, M) / scale, quadratic_distance(Pq, Pq, M) / scale,
+            quadratic_distance(Pg, Pg, M) / scale)
 
 
 def viper_row(spec: str, persons: Any, cache: Path, trials: int, seed: int = 0) -> list[dict[str, Any]]:
     """Scores of one row, plain and k-reciprocal re-ranked. `a|b`: score-level fusion of
-    feature-level methods a and b (each part's distances divided by their mean, then summed)."""
+    feature-level methods a and b (each part's distances divided by their mean over the training
+    images, then summed)."""
     from engine.evaluation.reid_metrics import evaluate_rank
     from engine.evaluation.reid_protocols import MAX_RANK, _report, viper_splits
     from matcher.kreciprocal import k_reciprocal_rerank
@@ -157,8 +160,6 @@ def viper_row(spec: str, persons: Any, cache: Path, trials: int, seed: int = 0) 
         total = None
         for group in spec.split("|"):
             d = group_distances(group, cache, features, train, q, g, pids, camids)
-            scale = float(d[0].mean())
-            d = tuple(x / scale for x in d)
             total = d if total is None else tuple(a + b for a, b in zip(total, d, strict=True))
         assert total is not None
         args = (pids[q], pids[g], camids[q], camids[g], MAX_RANK)

@@ -21,6 +21,7 @@ from engine.evaluation.reid_protocols import (
 )
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
+from indexer.profiles import DEFAULT_PERSON_METHOD
 from indexer.projections.person_stages import PersonStages, needs_stages
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 6
 
 
 def evaluate_reid(
-    dataset: Path, fmt: str, method: str = "lomo", metric: str = "xqda", trials: int = 10,
+    dataset: Path, fmt: str, method: str = DEFAULT_PERSON_METHOD, metric: str = "xqda",
+    trials: int = 10,
     seed: int = 0, rerank: str = "none",
 ) -> dict[str, Any]:
     """The `tansaku eval reid --json` object for `dataset` in layout `fmt`.
