@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 
 from engine.errors import TansakuError
-from indexer.profiles import DEFAULT_PERSON_METHOD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="tansaku: search engine for images and for people.")
@@ -24,7 +23,8 @@ DbOption = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (defa
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 ModelOption = Annotated[str | None, typer.Option(
     "--model", help="Landmark model of a new gallery: gem-rootsift (default), "
-    "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH.")]
+    "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH[?preset=r50-gldv2-clean|"
+    "r101-gldv2-clean|r50-gld|r101-gld].")]
 RerankModeOption = Annotated[str | None, typer.Option(
     "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's. "
     "Person galleries (query): kreciprocal (Zhong et al. 2017).")]
@@ -58,7 +58,8 @@ def index(
     profile: Annotated[str, typer.Option(help="landmark or person.")] = "landmark",
     prune: Annotated[bool, typer.Option("--prune", help="Drop images whose file is gone.")] = False,
     method: Annotated[str | None, typer.Option(
-        help="Person descriptor for a new person gallery: lomo, gog, pcb or a fusion like gog+lomo.")
+        help="Person descriptor for a new person gallery: lomo, gog, pcb, pcb:CKPT (a train-pcb or "
+        "torchreid checkpoint; ?size=HxW its input size) or a fusion like gog+lomo.")
     ] = None,
     model: ModelOption = None,
     db: DbOption = None,
@@ -122,10 +123,31 @@ def _print_results(result: Any) -> None:
 
 
 @app.command("galleries")
-def galleries(db: DbOption = None) -> None:
-    """List galleries."""
-    for name in _engine(db).gallery_names():
-        typer.echo(name)
+def galleries(as_json: JsonOption = False, db: DbOption = None) -> None:
+    """List galleries: profile, model, image counts by status, source folders (one line each)."""
+    summaries = _engine(db).galleries()
+    if as_json:
+        _emit_json({"galleries": [g.to_json() for g in summaries]})
+        return
+    for g in summaries:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(g.images.items())) or "no images"
+        typer.echo(f"{g.name}  {g.profile}  {g.model}  {counts}  {' '.join(g.sources) or '-'}")
+
+
+@app.command()
+def delete(
+    gallery: Annotated[str, typer.Argument(help="Gallery to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Delete a gallery: its images, runs and files (the source folders are not touched)."""
+    engine = _engine(db)
+    row = engine.get_gallery(gallery)
+    if not yes and not typer.confirm(f"delete gallery {row.name!r} ({row.profile}) and its files?"):
+        typer.echo("not deleted", err=True)
+        raise typer.Exit(1)
+    engine.delete_gallery(gallery)
+    typer.echo(f"deleted gallery {gallery}")
 
 
 @eval_app.command("retrieval")
@@ -154,9 +176,10 @@ def eval_retrieval(
 def eval_reid(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     fmt: Annotated[str, typer.Option("--format", help="viper or market.")] = "viper",
-    method: Annotated[str, typer.Option(help="A person method (lomo, gog, pcb, cdpcf, layers, ...) "
-                                        "or a fusion like gog+lomo; default: the person profile's.")
-                      ] = DEFAULT_PERSON_METHOD,
+    method: Annotated[str | None, typer.Option(help="A person method: lomo, gog, pcb, pcb:CKPT (a train-pcb "
+                                        "or torchreid checkpoint), cdpcf, layers, svdfc, mpncbp, ... "
+                                        "or a fusion like gog+cdpcf; default: the person profile's "
+                                        "(gog+cdpcf+cdpcf-mbv2).")] = None,
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
@@ -245,6 +268,9 @@ def main() -> None:
     except TansakuError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except typer.Abort:  # a confirmation answered by end of input or Ctrl-C
+        typer.echo("aborted", err=True)
+        sys.exit(1)
     except typer.TyperException as exc:  # usage errors: bad option, missing argument
         show = getattr(exc, "show", None)
         if show is None:

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from tqdm import tqdm
 
 from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.describe import Describer, Description, local_from_arrays
-from indexer.images import ImageReadError, read_image
+from indexer.errors import ModelLoadError
+from indexer.images import ImageReadError, discover_images, read_image
 from indexer.pipeline import (
     WHITENING_DEFAULTS,
     EmptyFolderError,
     IndexSummary,
+    OverlappingSourceError,
     index_folder,
     pending_index_path,
 )
@@ -32,21 +37,47 @@ from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
-from storage.models import Gallery, Image, ImageStatus
+from storage.models import Gallery, Image, ImageStatus, IndexRun, Source
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
+HEADS_FILE = "delg-heads.pt"  # a gallery's DELG heads fitted on its own images
 
 
 @dataclass(frozen=True)
 class RankedImage:
-    """A query result as users see it."""
+    """A query result as users see it: `path` is the image file's absolute path."""
 
     rank: int
     path: str
     score: float
     inliers: int | None
     image_id: int
+    source: str = ""  # the source folder it was indexed from
+    relative_path: str = ""  # its path inside that folder
+    person_id: int | None = None  # person galleries, when the file name gives them
+    camera_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One result of `tansaku query --json` (person and camera ids only where known)."""
+        return {k: v for k, v in self.__dict__.items()
+                if v is not None or k not in ("person_id", "camera_id")}
+
+
+@dataclass(frozen=True)
+class GallerySummary:
+    """A gallery as `tansaku galleries` shows it."""
+
+    name: str
+    profile: str
+    model: str
+    sources: list[str]
+    images: dict[str, int]  # count by status (pending, indexed, failed)
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The gallery's entry in `tansaku galleries --json`."""
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +94,7 @@ class QueryResult:
         return {
             "query": self.query,
             "gallery": self.gallery,
-            "results": [r.__dict__ for r in self.results],
+            "results": [r.to_json() for r in self.results],
             "timings": {k: round(v, 4) for k, v in self.times.items()},
         }
 
@@ -71,23 +102,36 @@ class QueryResult:
 class OpenGallery:
     """A gallery ready to search: its rows, FAISS index, feature store and extractors."""
 
-    def __init__(self, gallery: Gallery, rows: list[Image], files: GalleryFiles):
+    def __init__(
+        self, gallery: Gallery, rows: list[Image], files: GalleryFiles, sources: dict[int, str]
+    ) -> None:
         self.gallery = gallery
         self.files = files
-        self.paths = {r.id: r.path for r in rows}
+        self.paths = {r.id: r.path for r in rows}  # relative to each image's source folder
         self.rows = {r.id: r for r in rows}
+        self.sources = sources  # source id -> absolute folder
         if not files.index_path.exists() or not rows:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
         # an index rebuilt for the committed projection, not yet moved into place by its writer
         pending = pending_index_path(files, gallery.config)
         self.index = VectorIndex.load(pending if pending and pending.exists() else files.index_path)
         self.store = files.features()
-        self.projector: Projector | None = load_projector(gallery.config, files.root)
+        try:
+            self.projector: Projector | None = load_projector(gallery.config, files.root)
+        except ModelLoadError as exc:
+            raise model_error(exc) from exc
 
     @cached_property
     def describer(self) -> Describer:
         """The gallery's extractors, built on first use (model loading takes a moment)."""
-        return Describer(self.gallery.config)
+        return build_describer(self.gallery.config)
+
+    def image_file(self, image_id: int) -> Path:
+        """The absolute path of an indexed image's file."""
+        row = self.rows.get(image_id)
+        if row is None or row.source_id not in self.sources:
+            raise TansakuError(f"gallery {self.gallery.name!r} has no indexed image {image_id}")
+        return Path(self.sources[row.source_id]) / row.path
 
     def stored_description(self, image_id: int) -> Description:
         """The description stored at index time (what a fresh extraction would give)."""
@@ -111,11 +155,15 @@ class OpenGallery:
         return rerank_mode(spec.pop("mode", "ours"), **spec)
 
     def ranked(self, hits: list[Hit]) -> list[RankedImage]:
-        """Hits as user-facing results (paths relative to the gallery folder)."""
-        return [
-            RankedImage(rank, self.paths.get(h.image_id, "?"), h.score, h.inliers, h.image_id)
-            for rank, h in enumerate(hits, start=1)
-        ]
+        """Hits as user-facing results (absolute paths, and the source folder each came from)."""
+        return [self._result(rank, h) for rank, h in enumerate(hits, start=1)]
+
+    def _result(self, rank: int, hit: Hit) -> RankedImage:
+        row = self.rows[hit.image_id]
+        source = self.sources.get(row.source_id) if row.source_id is not None else None
+        path = str(Path(source) / row.path) if source else row.path
+        return RankedImage(rank, path, hit.score, hit.inliers, hit.image_id, source or "",
+                           row.path, row.person_id, row.camera_id)
 
 
 class Engine:
@@ -145,27 +193,25 @@ class Engine:
             raise TansakuError(f"unknown gallery {name!r} (galleries: {known})")
         return gallery
 
-    def ensure_gallery(self, name: str, profile: str, config: dict[str, Any] | None = None) -> Gallery:
-        """The gallery `name`, created with `profile`'s preset (or `config`) if it does not exist."""
-        if profile not in PROFILES:
-            raise TansakuError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
+    def galleries(self) -> list[GallerySummary]:
+        """Every gallery with its profile, model, source folders and image counts by status."""
         with self.sessions() as session:
-            gallery = session.scalar(select(Gallery).where(Gallery.name == name))
-            if gallery is None:
-                gallery = Gallery(name=name, profile=profile,
-                                  config=config or resolve_profile(profile))
-                session.add(gallery)
-                session.commit()
-            elif gallery.profile != profile:
-                raise TansakuError(
-                    f"gallery {name!r} has profile {gallery.profile!r}, not {profile!r}"
-                )
-            elif config is not None and not _same_extractors(config, gallery.config):
-                raise TansakuError(
-                    f"gallery {name!r} was built with {_described(gallery.config)}; index into a "
-                    "new gallery to use other extractors"
-                )
-        return gallery
+            rows = session.scalars(select(Gallery).order_by(Gallery.name)).all()
+            sources = session.execute(select(Source.gallery_id, Source.root).order_by(Source.id))
+            roots: dict[int, list[str]] = {}
+            for gallery_id, root in sources:
+                roots.setdefault(gallery_id, []).append(root)
+            counts: dict[int, dict[str, int]] = {}
+            for gallery_id, status, n in session.execute(
+                select(Image.gallery_id, Image.status, func.count()).group_by(
+                    Image.gallery_id, Image.status)
+            ):
+                counts.setdefault(gallery_id, {})[str(status)] = n
+        return [
+            GallerySummary(g.name, g.profile, _model_name(g.config), roots.get(g.id, []),
+                           counts.get(g.id, {}), g.created_at.isoformat())
+            for g in rows
+        ]
 
     def open_gallery(self, name: str) -> OpenGallery:
         """Load a gallery for searching."""
@@ -173,41 +219,123 @@ class Engine:
         with self.sessions() as session:
             rows = list(session.scalars(select(Image).where(
                 Image.gallery_id == gallery.id, Image.status == ImageStatus.INDEXED)))
-        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id))
+            sources = {source.id: source.root for source in session.scalars(
+                select(Source).where(Source.gallery_id == gallery.id))}
+        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), sources)
+
+    def delete_gallery(self, name: str) -> None:
+        """Remove the gallery `name`: its rows (sources, images, runs) and its files folder.
+
+        Refused while another process holds the gallery's write lock (an index run, say).
+        """
+        gallery = self.get_gallery(name)
+        files = GalleryFiles(self.settings.home, gallery.id)
+        try:
+            with files.write_lock():
+                # files first: rows left by a crash here are removed by the next delete, while
+                # files left behind could be taken for those of a new gallery given the same id
+                files.remove()
+                with self.sessions() as session:
+                    for table in (Image, IndexRun, Source):  # no reliance on ON DELETE CASCADE
+                        session.execute(delete(table).where(table.gallery_id == gallery.id))
+                    session.execute(delete(Gallery).where(Gallery.id == gallery.id))
+                    session.commit()
+        except GalleryBusyError as exc:
+            raise TansakuError(f"gallery {name!r} is being written by another process; "
+                               "try again when it has finished") from exc
+
+    def _existing_gallery(
+        self, name: str, profile: str, config: dict[str, Any] | None
+    ) -> Gallery | None:
+        """The gallery `name` if it exists, checked against the requested profile and extractors."""
+        if profile not in PROFILES:
+            raise TansakuError(f"unknown profile {profile!r}; valid: {', '.join(sorted(PROFILES))}")
+        with self.sessions() as session:
+            gallery = session.scalar(select(Gallery).where(Gallery.name == name))
+        if gallery is None:
+            return None
+        if gallery.profile != profile:
+            raise TansakuError(f"gallery {name!r} has profile {gallery.profile!r}, not {profile!r}")
+        if config is not None and not _same_extractors(config, gallery.config):
+            raise TansakuError(
+                f"gallery {name!r} was built with {_described(gallery.config)}; index into a "
+                "new gallery to use other extractors"
+            )
+        return gallery
+
+    def _create_gallery(
+        self, name: str, profile: str, config: dict[str, Any], folder: Path
+    ) -> tuple[Gallery, Describer]:
+        """A new gallery row, written only once its extractors have loaded (DELG heads fitted on
+        the folder first where the configuration asks for it); returns it with its extractors."""
+        if next(discover_images(folder), None) is None:
+            raise TansakuError(f"no image files found in {folder}")
+        galleries_dir = self.settings.home / "galleries"
+        galleries_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".new-", dir=galleries_dir))
+        try:
+            fit = _needs_gallery_heads(config)
+            if fit:
+                config = self._fit_heads(config, folder, staging / HEADS_FILE)
+            describer = build_describer(config)
+            with self.sessions() as session:
+                row = Gallery(name=name, profile=profile, config=config)
+                session.add(row)
+                session.flush()  # gives the id, and so the files folder
+                files = GalleryFiles(self.settings.home, row.id)
+                files.remove()  # left by a deleted gallery that had this id, if any
+                files = GalleryFiles(self.settings.home, row.id)
+                if fit:
+                    os.replace(staging / HEADS_FILE, files.path(HEADS_FILE))
+                    row.config = describer.config = _with_heads(config, files.path(HEADS_FILE))
+                session.commit()
+                return row, describer
+        except IntegrityError as exc:
+            raise TansakuError(f"gallery {name!r} was created by another process meanwhile; "
+                               "run the command again") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # indexing ----------------------------------------------------------------------------------
     def index_folder(
         self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
         batch_size: int = 16, config: dict[str, Any] | None = None,
     ) -> IndexSummary:
-        """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`."""
+        """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`.
+
+        A gallery holds any number of folders; `prune` drops the vanished files of this one only.
+        """
         folder = Path(folder).expanduser()
         if not folder.exists():
             raise TansakuError(f"folder not found: {folder}")
         if not folder.is_dir():
             raise TansakuError(f"not a folder: {folder}")
-        row = self.ensure_gallery(gallery, profile, config)
-        row = self._fit_gallery_heads(row, folder)
+        row = self._existing_gallery(gallery, profile, config)
+        factory: Callable[[dict[str, Any]], Describer] = build_describer
+        if row is None:
+            row, describer = self._create_gallery(
+                gallery, profile, config or resolve_profile(profile), folder.resolve())
+            factory = lambda _config: describer  # noqa: E731  # loaded once, used by the run
+        elif _needs_gallery_heads(row.config):  # a gallery of an earlier version, never fitted
+            row = self._fit_existing_heads(row, folder)
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
-                                prune=prune, batch_size=batch_size)
-        except (EmptyFolderError, GalleryBusyError) as exc:
+                                describer_factory=factory, prune=prune, batch_size=batch_size)
+        except (EmptyFolderError, GalleryBusyError, OverlappingSourceError) as exc:
             raise TansakuError(str(exc)) from exc
+        except ModelLoadError as exc:  # a projection file, say
+            raise model_error(exc) from exc
 
-    def _fit_gallery_heads(self, gallery: Gallery, folder: Path, most: int = 500) -> Gallery:
-        """Untrained DELG-style heads fitted on (at most `most` of) the folder's images, once.
+    def _fit_heads(
+        self, config: dict[str, Any], folder: Path, out: Path, most: int = 500
+    ) -> dict[str, Any]:
+        """Untrained DELG-style heads fitted on (at most `most` of) the folder's images, written
+        to `out`; returns the configuration naming them.
 
         The whitening FC is learned only from a folder of at least `WHITENING_DEFAULTS["min_images"]`
-        images (fewer over-fit it; the FC stays the identity); the local PCA always is. The heads
-        file is written beside the gallery's index and the configuration updated to name it, so
-        later runs and queries use the same heads.
+        images (fewer over-fit it; the FC stays the identity); the local PCA always is.
         """
-        joint = gallery.config.get("joint") or {}
-        conf = dict(joint.get("conf") or {})
-        if joint.get("name") != "delg-efficientnet-lite0" or conf.get("heads") != GALLERY_HEADS:
-            return gallery
         from indexer.extractors.delg_torch import init_heads_from_images
-        from indexer.images import discover_images
 
         paths = sorted(discover_images(folder))
         if not paths:
@@ -215,15 +343,24 @@ class Engine:
         if len(paths) > most:
             rng = np.random.default_rng(0)
             paths = [paths[i] for i in sorted(rng.choice(len(paths), most, replace=False))]
-        heads_path = GalleryFiles(self.settings.home, gallery.id).path("delg-heads.pt")
+        conf = dict(config["joint"].get("conf") or {})
         fit_conf = {k: v for k, v in conf.items() if k != "heads"}
         whiten = len(paths) >= WHITENING_DEFAULTS["min_images"]
         images = tqdm(_readable(paths), total=len(paths), desc="fitting DELG heads", unit="img")
-        init_heads_from_images(images, heads_path, fit_conf, whiten=whiten)
+        try:
+            init_heads_from_images(images, out, fit_conf, whiten=whiten)
+        except (ModelLoadError, ValueError) as exc:
+            raise model_error(exc) from exc
+        return _with_heads(config, out)
+
+    def _fit_existing_heads(self, gallery: Gallery, folder: Path) -> Gallery:
+        """Fit the heads of a gallery created before heads were fitted ahead of the row."""
+        config = self._fit_heads(gallery.config, folder,
+                                 GalleryFiles(self.settings.home, gallery.id).path(HEADS_FILE))
         with self.sessions() as session:
             row = session.get(Gallery, gallery.id)
             assert row is not None
-            row.config = {**row.config, "joint": {**joint, "conf": {**conf, "heads": str(heads_path)}}}
+            row.config = config
             session.commit()
             session.refresh(row)
             return row
@@ -257,6 +394,43 @@ class Engine:
         )
         times = {"extraction": extraction, **result.times}
         return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
+
+
+def build_describer(config: dict[str, Any]) -> Describer:
+    """A configuration's extractors; a model file that cannot be loaded, or a bad extractor
+    setting, is a user error naming it (the one boundary for extractor building)."""
+    try:
+        return Describer(config)
+    except (ModelLoadError, ValueError) as exc:
+        raise model_error(exc) from exc
+
+
+def model_error(exc: ModelLoadError | ValueError) -> TansakuError:
+    """The one-line user error for a model or extractor that cannot be built."""
+    if isinstance(exc, ModelLoadError):
+        return TansakuError(f"cannot load model {exc.path}: {exc.reason}")
+    return TansakuError(f"cannot build the extractors: {exc}")
+
+
+def _needs_gallery_heads(config: dict[str, Any]) -> bool:
+    """Whether the configuration asks for DELG-style heads fitted on the gallery's own images."""
+    joint = config.get("joint") or {}
+    return bool(joint.get("name") == "delg-efficientnet-lite0"
+                and (joint.get("conf") or {}).get("heads") == GALLERY_HEADS)
+
+
+def _with_heads(config: dict[str, Any], heads: Path) -> dict[str, Any]:
+    joint = config["joint"]
+    return {**config, "joint": {**joint, "conf": {**(joint.get("conf") or {}), "heads": str(heads)}}}
+
+
+def _model_name(config: dict[str, Any]) -> str:
+    """A configuration's model in a word: the `--model` spec, or the person descriptor."""
+    if config.get("model"):
+        return str(config["model"])
+    spec = config.get("global") or config.get("joint") or {}
+    method = (spec.get("conf") or {}).get("method")
+    return f"{spec.get('name')}:{method}" if method else str(spec.get("name"))
 
 
 def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
@@ -299,10 +473,10 @@ def profile_config(
         return None
     if profile != "person":
         raise TansakuError("--method applies to person galleries (--profile person)")
-    from indexer.extractors.person import parse_method
+    from indexer.extractors.person import canonical_method
 
     try:
-        parse_method(method)
+        method = canonical_method(method)  # file arguments made absolute
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
     config = resolve_profile(profile)

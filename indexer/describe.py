@@ -45,18 +45,30 @@ class Describer:
         assert extractor is not None
         return extractor.dim
 
-    def describe_batch(self, images: list[np.ndarray]) -> list[Description]:
-        """Describe images (RGB uint8), global vectors computed as one batch."""
+    def describe_batch(
+        self, images: list[np.ndarray], resize_factors: list[float] | None = None
+    ) -> list[Description]:
+        """Describe images (RGB uint8), global vectors computed as one batch.
+
+        `resize_factors` (one per image) scale the extractor's size bounds, as DELF does for a
+        query cropped from a larger photo (crop's larger side / photo's larger side); extractors
+        without size bounds of that kind (`supports_resize_factor` False) ignore them.
+        """
+        factors = resize_factors or [1.0] * len(images)
         if self.joint_extractor is not None:
-            return [Description(*self.joint_extractor.extract(im)) for im in images]
+            joint = self.joint_extractor
+            if joint.supports_resize_factor:
+                return [Description(*joint.extract(im, resize_factor=f))  # type: ignore[call-arg]
+                        for im, f in zip(images, factors, strict=True)]
+            return [Description(*joint.extract(im)) for im in images]
         assert self.global_extractor is not None
         vectors = self.global_extractor.describe_batch(images)
         locals_ = [self.local_extractor(im) if self.local_extractor else None for im in images]
         return [Description(v, loc) for v, loc in zip(vectors, locals_, strict=True)]
 
-    def describe(self, image: np.ndarray) -> Description:
-        """Describe one image."""
-        return self.describe_batch([image])[0]
+    def describe(self, image: np.ndarray, resize_factor: float = 1.0) -> Description:
+        """Describe one image (`resize_factor`: see `describe_batch`)."""
+        return self.describe_batch([image], [resize_factor])[0]
 
 
 LOCAL_DTYPES = ("float32", "float16", "int8")

@@ -37,7 +37,7 @@ from indexer.projections import pca_whitening
 from indexer.projections.gallery import Projector, load_projector
 from storage.feature_store import FeatureStore
 from storage.gallery_files import GalleryFiles
-from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, utcnow
+from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, Source, utcnow
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ WHITENING_DEFAULTS: dict[str, Any] = {
 
 class EmptyFolderError(ValueError):
     """The folder holds no image files."""
+
+
+class OverlappingSourceError(ValueError):
+    """The folder lies inside (or around) another source folder of the gallery."""
 
 
 @dataclass
@@ -104,11 +108,33 @@ def reconcile(
     return reset
 
 
+def source_for(session: Session, gallery: Gallery, folder: Path) -> Source:
+    """The gallery's source row for `folder` (absolute), added on first use.
+
+    A folder inside or around one of the gallery's sources is refused: its files would be indexed
+    twice under two sources.
+    """
+    sources = session.scalars(select(Source).where(Source.gallery_id == gallery.id)).all()
+    for source in sources:
+        if Path(source.root) == folder:
+            return source
+        if Path(source.root).is_relative_to(folder) or folder.is_relative_to(source.root):
+            raise OverlappingSourceError(
+                f"{folder} overlaps {source.root}, a folder of gallery {gallery.name!r} already; "
+                "index that folder itself, or use another gallery"
+            )
+    source = Source(gallery_id=gallery.id, root=str(folder))
+    session.add(source)
+    session.flush()
+    return source
+
+
 def _plan(
-    session: Session, gallery: Gallery, folder: Path, paths: list[Path], summary: IndexSummary
+    session: Session, source: Source, folder: Path, paths: list[Path], summary: IndexSummary
 ) -> tuple[list[_Task], list[Image]]:
-    """Hash every file; create or update rows; return the work to do and rows whose file is gone."""
-    rows = {r.path: r for r in session.scalars(select(Image).where(Image.gallery_id == gallery.id))}
+    """Hash every file; create or update rows; return the work to do and rows whose file is gone
+    (only the source's: other folders of the gallery are not looked at)."""
+    rows = {r.path: r for r in session.scalars(select(Image).where(Image.source_id == source.id))}
     tasks: list[_Task] = []
     seen: set[str] = set()
     for path in tqdm(paths, desc="scanning", unit="file", leave=False):
@@ -117,15 +143,15 @@ def _plan(
         try:
             digest, size = content_hash(path), path.stat().st_size
         except OSError as exc:
-            _record_failure(session, gallery.id, rows.get(rel), rel, f"cannot read: {exc}", summary)
+            _record_failure(session, source, rows.get(rel), rel, f"cannot read: {exc}", summary)
             continue
         row = rows.get(rel)
         if row is not None and row.content_hash == digest and row.status == ImageStatus.INDEXED:
             summary.unchanged += 1
             continue
         if row is None:
-            row = Image(gallery_id=gallery.id, path=rel, content_hash=digest, size_bytes=size,
-                        status=ImageStatus.PENDING)
+            row = Image(gallery_id=source.gallery_id, source_id=source.id, path=rel, content_hash=digest,
+                        size_bytes=size, status=ImageStatus.PENDING)
             session.add(row)
             rows[rel] = row
         else:
@@ -141,14 +167,16 @@ def _plan(
 
 
 def _record_failure(
-    session: Session, gallery_id: int, row: Image | None, rel: str, reason: str,
+    session: Session, source: Source | None, row: Image | None, rel: str, reason: str,
     summary: IndexSummary,
 ) -> None:
     log.warning("skipped %s: %s", rel, reason)
     summary.failed += 1
     summary.failures.append((rel, reason))
     if row is None:
-        row = Image(gallery_id=gallery_id, path=rel, content_hash="", size_bytes=0)
+        assert source is not None
+        row = Image(gallery_id=source.gallery_id, source_id=source.id, path=rel, content_hash="",
+                    size_bytes=0)
         session.add(row)
     row.status, row.error = ImageStatus.FAILED, reason
 
@@ -195,7 +223,7 @@ def _process_batch(
             assert row is not None
             index.remove(np.array([task.image_id]))
             store.delete(task.image_id)
-            _record_failure(session, row.gallery_id, row, task.rel, result.reason, summary)
+            _record_failure(session, None, row, task.rel, result.reason, summary)
     if not good:
         return
     descriptions = describer.describe_batch([im for _, im in good])
@@ -239,13 +267,13 @@ def index_folder(
             raise ValueError(f"gallery {gallery.name!r} does not exist")
         gallery = fresh
         finish_projection_switch(files, gallery.config)
-        gallery.root = str(folder)
+        source = source_for(session, gallery, folder)
         run = IndexRun(gallery_id=gallery.id, root=str(folder), status=RunStatus.RUNNING)
         session.add(run)
         store = files.features()
         index = VectorIndex.load(files.index_path) if files.index_path.exists() else None
         reconcile(session, gallery, index, store)
-        tasks, gone = _plan(session, gallery, folder, paths, summary)
+        tasks, gone = _plan(session, source, folder, paths, summary)
         describer = describer_factory(gallery.config) if tasks else None
         projector = load_projector(gallery.config, files.root)
         if index is not None and describer is not None:

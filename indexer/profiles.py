@@ -9,7 +9,10 @@ A landmark model spec is `NAME` or `NAME:ARG`:
 - `delg-efficientnet-lite0[:HEADS]`: the DELG-style torch model; without HEADS (a file written by
   `tansaku train-delg`) its untrained heads are fitted on the gallery's own images when it is
   first indexed (PCA-whitening, local PCA, feature-norm attention);
-- `delg-savedmodel:PATH`: Google's exported DELG SavedModel folder.
+- `delg-savedmodel:PATH[?preset=NAME]`: Google's exported DELG SavedModel folder, run with the
+  published extraction config of that model (`r50-gldv2-clean`, the default, `r101-gldv2-clean`,
+  `r50-gld` or `r101-gld`: they differ in the attention threshold of local features). The
+  configuration records the preset in use.
 
 A configuration may name the re-ranking that suits its local features (`"rerank"`: a mode of
 `matcher.rerank.RERANK_MODES` and overrides); queries use it unless told otherwise.
@@ -20,6 +23,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
+
+from indexer.extractors.base import join_options, split_options
 
 DEFAULT_PERSON_METHOD = "gog+cdpcf+cdpcf-mbv2"
 
@@ -66,12 +71,7 @@ def model_config(spec: str) -> dict[str, Any]:
             raise ValueError("gem-rootsift takes no argument")
         return resolve_profile("landmark")
     if name == "delg-savedmodel":
-        if not arg:
-            raise ValueError("delg-savedmodel needs the SavedModel folder: delg-savedmodel:PATH")
-        path = Path(arg).expanduser().resolve()
-        if not path.is_dir():
-            raise ValueError(f"DELG SavedModel folder not found: {path}")
-        conf: dict[str, Any] = {"path": str(path)}
+        conf, canonical = _savedmodel_conf(arg)
     else:
         heads = GALLERY_HEADS
         if arg:
@@ -79,8 +79,32 @@ def model_config(spec: str) -> dict[str, Any]:
             if not heads_path.is_file():
                 raise ValueError(f"DELG heads file not found: {heads_path}")
             heads = str(heads_path)
-        conf = {"heads": heads}
-    canonical = f"{name}:{conf.get('path') or conf['heads']}"
+        conf, canonical = {"heads": heads}, f"{name}:{heads}"
     # DELG's local descriptors are unit vectors: int8 keeps them in a quarter of float32's bytes
     return {"model": canonical, "joint": {"name": name, "conf": conf}, "metric": "ip",
             "store": {"local": "int8"}}
+
+
+def _savedmodel_conf(arg: str) -> tuple[dict[str, Any], str]:
+    """The joint settings and the canonical spec of `delg-savedmodel:PATH[?preset=NAME]`.
+
+    The spec names the preset only when it is not the default, so galleries made before presets
+    existed keep their spec; the settings always record it.
+    """
+    from indexer.extractors.delg_savedmodel import DEFAULT_PRESET, PRESETS
+
+    path_text, options = split_options(arg)
+    if not path_text:
+        raise ValueError("delg-savedmodel needs the SavedModel folder: "
+                         "delg-savedmodel:PATH[?preset=NAME]")
+    unknown = set(options) - {"preset"}
+    if unknown:
+        raise ValueError(f"delg-savedmodel: unknown option {sorted(unknown)}; valid: preset")
+    preset = options.get("preset", DEFAULT_PRESET).lower()
+    if preset not in PRESETS:
+        raise ValueError(f"unknown DELG preset {preset!r}; valid: {', '.join(PRESETS)}")
+    path = Path(path_text).expanduser().resolve()
+    if not path.is_dir():
+        raise ValueError(f"DELG SavedModel folder not found: {path}")
+    extra = {} if preset == DEFAULT_PRESET else {"preset": preset}
+    return {"path": str(path), "preset": preset}, f"delg-savedmodel:{join_options(str(path), extra)}"

@@ -68,7 +68,7 @@ def main() -> None:
         qid = ids[query.index]
         start = time.perf_counter()
         description = opened.describer.describe(
-            read_image(Path(opened.gallery.root or "") / opened.paths[qid]))
+            read_image(opened.image_file(qid)))
         extraction = time.perf_counter() - start
         for mode, searcher in searchers.items():
             times = {"extraction": extraction}

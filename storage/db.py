@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.models import Base
+from storage.migrations import migrate
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -20,9 +20,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_database(url: str) -> sessionmaker[Session]:
-    """Connect to `url`, create missing tables, and return a session factory."""
+    """Connect to `url`, create or migrate its tables, and return a session factory."""
     engine: Engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    Base.metadata.create_all(engine)
+    migrate(engine)
     return sessionmaker(engine, expire_on_commit=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,10 @@ class GalleryFiles:
     def path(self, name: str) -> Path:
         """Another file of the gallery (a learned projection, say)."""
         return self.root / name
+
+    def remove(self) -> None:
+        """Delete the gallery's folder and everything in it (call it holding the write lock)."""
+        shutil.rmtree(self.root, ignore_errors=True)
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[None]:

@@ -1,6 +1,8 @@
-"""SQLAlchemy 2 ORM: galleries, their images and the runs that indexed them.
+"""SQLAlchemy 2 ORM: galleries, their source folders, their images and the runs that indexed them.
 
 An image row's primary key is also its id in the gallery's FAISS index and in its feature store.
+A gallery holds any number of source folders; an image's path is relative to its own source.
+`storage.migrations` brings databases written by earlier versions up to this schema.
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ class Gallery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     profile: Mapped[str] = mapped_column(String(32))
-    root: Mapped[str | None] = mapped_column(Text)  # folder last indexed, absolute
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    sources: Mapped[list[Source]] = relationship(
+        back_populates="gallery", cascade="all, delete-orphan", passive_deletes=True
+    )
     images: Mapped[list[Image]] = relationship(
         back_populates="gallery", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -59,14 +63,32 @@ class Gallery(Base):
     )
 
 
-class Image(Base):
-    """One image file of a gallery, keyed by its path relative to the gallery's folder."""
+class Source(Base):
+    """A folder indexed into a gallery (absolute); its images' paths are relative to it."""
 
-    __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("gallery_id", "path", name="uq_image_gallery_path"),)
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("gallery_id", "root", name="uq_source_gallery_root"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    root: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    gallery: Mapped[Gallery] = relationship(back_populates="sources")
+
+
+class Image(Base):
+    """One image file of a gallery, keyed by its source folder and its path relative to it."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("source_id", "path", name="uq_image_source_path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), index=True)
+    # nullable only because databases migrated from the one-folder schema add it to existing rows
+    source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), index=True
+    )
     path: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(Integer)
@@ -82,6 +104,7 @@ class Image(Base):
     )
 
     gallery: Mapped[Gallery] = relationship(back_populates="images")
+    source: Mapped[Source | None] = relationship()
 
 
 class IndexRun(Base):
@@ -101,3 +124,12 @@ class IndexRun(Base):
     pruned: Mapped[int] = mapped_column(Integer, default=0)
 
     gallery: Mapped[Gallery] = relationship(back_populates="runs")
+
+
+class SchemaVersion(Base):
+    """The schema version a database is at (one row); see `storage.migrations`."""
+
+    __tablename__ = "schema_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)

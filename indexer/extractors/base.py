@@ -63,7 +63,31 @@ class JointExtractor(Extractor, ABC):
 
     dim: int  # global vector length
     local_dim: int  # local descriptor length
+    # whether `extract` takes `resize_factor` (DELF's: the size bounds scaled for a cropped query)
+    supports_resize_factor: ClassVar[bool] = False
 
     @abstractmethod
     def extract(self, image: np.ndarray) -> tuple[np.ndarray, LocalFeatures]:
         """(L2-normalised global vector (dim,), local features) of one RGB uint8 image."""
+
+
+def split_options(argument: str) -> tuple[str, dict[str, str]]:
+    """`PATH?key=value&key=value` -> (PATH, {key: value}); the options of a `NAME:ARG` spec.
+
+    Keys are lower-cased; a key given twice, or an option without `=`, is an error.
+    """
+    head, sep, tail = argument.partition("?")
+    options: dict[str, str] = {}
+    for item in tail.split("&") if sep else []:
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq or not key or key in options:
+            raise ValueError(f"bad option {item!r} in {argument!r}: write ?key=value&key=value")
+        options[key] = value.strip()
+    return head, options
+
+
+def join_options(head: str, options: dict[str, str]) -> str:
+    """The inverse of `split_options`, options in sorted order."""
+    tail = "&".join(f"{k}={options[k]}" for k in sorted(options))
+    return f"{head}?{tail}" if tail else head

@@ -11,6 +11,16 @@ does (``delf/python/extractor.py``, ``utils.ResizeImage``, ``feature_extractor.p
 - local: keypoints are the centres of the receptive boxes (DELF boxes are ymin, xmin, ymax, xmax),
   mapped back to the input image's pixels and returned as x, y; descriptors are L2-normalised.
 
+Google publishes four models, each with its own extraction config
+(``delf/python/delg/{r50,r101}delg_{gldv2clean,gld}_config.pbtxt``). The configs agree on the image
+pyramid (7 scales, 0.25 ... 2.0), the global scales (indices 3, 4, 5: 0.707, 1.0, 1.414), 1000
+local features at most and images of at most 1024 pixels; they differ only in the attention
+threshold that local features must reach, which depends on the trained weights: 454.6
+(R50-GLDv2-clean), 357.48 (R101-GLDv2-clean), 175.0 (R50-GLD), 166.1 (R101-GLD). Choose the preset
+of the model you load (``preset``, or ``--model delg-savedmodel:PATH?preset=r101-gld``); the default
+is R50-GLDv2-clean. An image under 10 pixels on a side after resizing gives no features, as DELF's
+extractor returns empty ones: here an all-zero global vector and no local features.
+
 Both export formats are read: a TF2 export with a ``serving_default`` signature taking the named
 inputs, and the TF1 graphs of Google's published tarballs, which DELF itself reads by pruning the
 graph to the tensors ``input_image:0`` ... ``global_descriptors:0``.
@@ -28,6 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from indexer.errors import ModelLoadError
 from indexer.extractors.base import JointExtractor
 from indexer.features import LocalFeatures
 
@@ -68,14 +79,15 @@ def _preset(score_threshold: float) -> dict[str, Any]:
     }
 
 
-# delf/python/delg/*_config.pbtxt: the settings differ only in the attention threshold, which
-# depends on the trained weights; use the preset of the model you load.
-CONFS: dict[str, dict[str, Any]] = {
-    "r50delg_gldv2clean": _preset(454.6),
-    "r101delg_gldv2clean": _preset(357.48),
-    "r50delg_gld": _preset(175.0),
-    "r101delg_gld": _preset(166.1),
+# delf/python/delg/{r50,r101}delg_{gldv2clean,gld}_config.pbtxt: the settings differ only in the
+# attention threshold, which depends on the trained weights; use the preset of the model you load.
+PRESETS: dict[str, dict[str, Any]] = {
+    "r50-gldv2-clean": _preset(454.6),
+    "r101-gldv2-clean": _preset(357.48),
+    "r50-gld": _preset(175.0),
+    "r101-gld": _preset(166.1),
 }
+DEFAULT_PRESET = "r50-gldv2-clean"
 
 
 # --------------------------------------------------------------------------- pure post-processing
@@ -157,13 +169,14 @@ def resize_image(
 # --------------------------------------------------------------------------- TensorFlow side
 
 
-def _import_tensorflow() -> ModuleType:
+def _import_tensorflow(path: str | Path = "tensorflow") -> ModuleType:
     """TensorFlow, with GPU memory growth so it does not take the whole GPU from torch and FAISS."""
     try:
         import tensorflow as tf
     except ImportError as err:
-        raise ImportError(
-            "DELG SavedModel needs TensorFlow: pip install tensorflow-cpu (or tensorflow for GPU)"
+        raise ModelLoadError(
+            path, "a DELG SavedModel needs TensorFlow, which is not installed: "
+            "pip install -e '.[delg]' (or tensorflow-cpu)"
         ) from err
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
@@ -221,19 +234,27 @@ def load_runner(path: Path, signature: str) -> tuple[Any, Runner]:
     """Load a DELG SavedModel: the loaded object, and a function from named inputs to outputs.
 
     Keep the object alive as long as the function: signatures only weakly reference its variables.
+    Anything that is not such a model raises `ModelLoadError` naming the folder.
     """
     if not path.exists():
-        raise FileNotFoundError(f"DELG SavedModel not found: {path}")
+        raise ModelLoadError(path, "DELG SavedModel folder not found")
+    if not path.is_dir():
+        raise ModelLoadError(path, "is a file; a DELG SavedModel is a folder holding saved_model.pb")
     if not any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
-        raise ValueError(f"{path} is not a SavedModel directory (no saved_model.pb)")
-    tf = _import_tensorflow()
-    model = tf.saved_model.load(str(path))
+        raise ModelLoadError(path, "not a SavedModel folder (no saved_model.pb)")
+    tf = _import_tensorflow(path)
+    try:
+        model = tf.saved_model.load(str(path))
+    except Exception as exc:  # a corrupt or partial export fails in TensorFlow's own ways
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise ModelLoadError(path, f"TensorFlow cannot load this SavedModel: {detail}") from exc
     runner = _signature_runner(model, signature) or _pruned_runner(model)
     if runner is None:
-        raise ValueError(
-            f"{path}: no DELG signature. Expected a signature {signature!r} with inputs "
+        raise ModelLoadError(
+            path,
+            f"no DELG signature (DELF export). Expected a signature {signature!r} with inputs "
             f"{list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)}, or a TF1 graph with tensors "
-            f"of those names; found signatures: {_describe_signatures(model)}"
+            f"of those names; found signatures: {_describe_signatures(model)}",
         )
     return model, runner
 
@@ -253,9 +274,14 @@ class DelgSavedModel(JointExtractor):
 
     Built directly (``DelgSavedModel(path, conf)``) or by the registry as ``delg-savedmodel`` with
     the folder in the settings (``build_joint("delg-savedmodel", {"path": "/x/model"})``).
+    ``preset`` (a name of ``PRESETS``) supplies the published config's settings; settings given
+    beside it override the preset's.
     """
 
-    default_conf: ClassVar[dict[str, Any]] = {**CONFS["r50delg_gldv2clean"], "path": None}
+    default_conf: ClassVar[dict[str, Any]] = {
+        **PRESETS[DEFAULT_PRESET], "preset": DEFAULT_PRESET, "path": None,
+    }
+    supports_resize_factor = True
 
     def __init__(
         self, path: str | Path | dict[str, Any] | None = None, conf: dict[str, Any] | None = None
@@ -263,6 +289,11 @@ class DelgSavedModel(JointExtractor):
         if isinstance(path, dict):  # the registry passes the settings alone
             path, conf = None, path
         super().__init__(conf)
+        given = dict(conf or {})
+        preset = given.get("preset") or DEFAULT_PRESET
+        if preset not in PRESETS:
+            raise ValueError(f"unknown DELG preset {preset!r}; valid: {', '.join(PRESETS)}")
+        self.conf = {**self.default_conf, **PRESETS[preset], **given, "preset": preset}
         self._check_conf()
         path = path if path is not None else self.conf["path"]
         if path is None:
@@ -273,13 +304,28 @@ class DelgSavedModel(JointExtractor):
         self.path = Path(path)
         self.conf["path"] = str(self.path)
         self._model, self._run = load_runner(self.path, self.conf["signature"])
-        self._tf = _import_tensorflow()
+        self._tf = _import_tensorflow(self.path)
         self.dim, self.local_dim = self._probe_dims()
+        logger.info(
+            "DELG SavedModel %s with preset %s: attention threshold %g, at most %d local "
+            "features, images of at most %d px", self.path, preset, self.conf["score_threshold"],
+            self.conf["max_feature_num"], self.conf["max_image_size"],
+        )
 
     def _probe_dims(self) -> tuple[int, int]:
         """Global and local descriptor sizes, read off the model's outputs on a small grey image."""
-        out = self.raw_outputs(np.full((64, 64, 3), 128, np.uint8))
-        return int(np.shape(out["global_descriptors"])[-1]), int(np.shape(out["features"])[-1])
+        try:
+            out = self.raw_outputs(np.full((64, 64, 3), 128, np.uint8))
+        except Exception as exc:  # inputs of other types or shapes than DELF's export takes
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            raise ModelLoadError(self.path, f"the model does not run as a DELG export: {detail}") \
+                from exc
+        shapes = {k: np.shape(out[k]) for k in ("global_descriptors", "features", "boxes")}
+        if len(shapes["global_descriptors"]) != 2 or len(shapes["features"]) != 2 \
+                or shapes["boxes"][-1:] != (4,):
+            raise ModelLoadError(self.path, "outputs of shapes that do not fit DELG's (global "
+                                 f"descriptors (scales, D), features (N, D), boxes (N, 4)): {shapes}")
+        return int(shapes["global_descriptors"][-1]), int(shapes["features"][-1])
 
     def _check_conf(self) -> None:
         n_scales = len(self.conf["image_scales"])
@@ -310,11 +356,11 @@ class DelgSavedModel(JointExtractor):
             resize_factor * self.conf["min_image_size"],
             self.conf["use_square_images"],
         )
-        if min(resized.shape[:2]) < _MIN_SIDE:
-            raise ValueError(
-                f"image of {image.shape[1]}x{image.shape[0]} is {resized.shape[1]}x"
-                f"{resized.shape[0]} after resizing, below DELG's {_MIN_SIDE}-pixel minimum"
-            )
+        if min(resized.shape[:2]) < _MIN_SIDE:  # DELF returns empty features
+            logger.warning("image of %dx%d is %dx%d after resizing, under DELF's %d-pixel "
+                           "minimum: no features", image.shape[1], image.shape[0],
+                           resized.shape[1], resized.shape[0], _MIN_SIDE)
+            return np.zeros(self.dim, np.float32), LocalFeatures.empty(self.local_dim)
         out = self.raw_outputs(resized)
         local = select_local_features(
             out["boxes"],

@@ -39,6 +39,7 @@ from indexer.backbones.efficientnet_lite import (
     MBConv,
     efficientnet_lite0,
 )
+from indexer.errors import ModelLoadError
 from indexer.extractors.base import JointExtractor, default_device
 from indexer.extractors.gem import resize_longer_side, to_tensor
 from indexer.features import LocalFeatures
@@ -234,15 +235,29 @@ def save_heads(heads: DelgHeads, path: str | Path, extra: dict[str, Any] | None 
 
 
 def load_heads(path: str | Path) -> DelgHeads:
-    """Heads saved by `save_heads` (strict: every weight must match the recorded shapes)."""
+    """Heads saved by `save_heads` (strict: every weight must match the recorded shapes).
+
+    A missing file, a file of another kind or weights that do not fit raise `ModelLoadError`.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"DELG heads file not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+        raise ModelLoadError(path, "DELG heads file not found" if not path.exists()
+                             else "is a folder, not a DELG heads file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler fails in many ways on a file of another kind
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise ModelLoadError(path, f"not a DELG heads file (written by tansaku train-delg): "
+                             f"{detail}") from exc
     if not isinstance(payload, dict) or payload.get("format") != HEADS_FORMAT:
-        raise ValueError(f"{path} is not a DELG heads file (format {HEADS_FORMAT})")
-    heads = DelgHeads(**payload["meta"])
-    heads.load_state_dict(payload["state"], strict=True)
+        raise ModelLoadError(path, f"not a DELG heads file (format {HEADS_FORMAT}, written by "
+                             "tansaku train-delg)")
+    try:
+        heads = DelgHeads(**payload["meta"])
+        heads.load_state_dict(payload["state"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # bad settings or shapes
+        reason = " ".join(str(exc).split())
+        raise ModelLoadError(path, f"DELG heads that do not fit the model: {reason}") from exc
     return heads.eval()
 
 

@@ -8,7 +8,8 @@ random horizontal flips; loss = sum over the 6 stripes of each classifier's cros
 At the end of every epoch one checkpoint (`pcb_checkpoint.pth` in `out_dir`) is replaced
 atomically; it holds the model, optimiser, scheduler, epoch, RNG states, identity map and loss
 history, so a stopped run resumes to the same weights as an unbroken one (on the same device and
-thread count). `load_pcb(path)` in `pcb.py` reads the model back for `pcb_batch`.
+thread count). `load_pcb(path)` in `pcb.py` reads the model back for `pcb_batch`; the person
+method `pcb:CHECKPOINT` (`tansaku index --profile person --method pcb:CKPT`) uses it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from indexer.extractors.pcb import (
     PCB_INPUT_SIZE,
     _safe_load,
     part_loss,
+    resize_crop,
 )
 from indexer.naming import parse_person_name
 
@@ -84,8 +86,7 @@ def _read_crops(paths: list[Path], size: tuple[int, int]) -> tuple[np.ndarray, n
         if bgr is None:
             logger.warning("skipping unreadable image %s", path)
             continue
-        bgr = cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        crops[len(kept)] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        crops[len(kept)] = resize_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)  # as extraction
         kept.append(i)
     return crops[: len(kept)], np.asarray(kept, np.int64)
 

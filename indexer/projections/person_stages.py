@@ -32,7 +32,7 @@ def needs_stages(method: str) -> bool:
     from indexer.extractors.person import parse_method
 
     parts = parse_method(method)
-    return len(parts) > 1 or any(p in LEARNED_PARTS for p in parts)
+    return len(parts) > 1 or any(p.name in LEARNED_PARTS for p in parts)
 
 
 @functools.lru_cache(maxsize=32)
@@ -41,7 +41,7 @@ def part_dims(method: str) -> tuple[int, ...]:
     from indexer.extractors.person import describe_persons, parse_method
 
     blank = np.full((128, 48, 3), 128, np.uint8)
-    return tuple(int(describe_persons(p, [blank]).shape[1]) for p in parse_method(method))
+    return tuple(int(describe_persons(str(p), [blank]).shape[1]) for p in parse_method(method))
 
 
 def _make(part: str) -> Any:
@@ -71,7 +71,7 @@ class PersonStages:
         from indexer.extractors.person import parse_method
 
         self.method, self.part_l2 = method, part_l2
-        self.parts = parse_method(method)
+        self.parts = [p.name for p in parse_method(method)]
         self.dims = tuple(dims) if dims is not None else part_dims(method)
         if len(self.dims) != len(self.parts):
             raise ValueError(f"{len(self.dims)} part sizes for the {len(self.parts)} parts of {method!r}")

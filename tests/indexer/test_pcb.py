@@ -13,13 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from indexer.errors import ModelLoadError
 from indexer.extractors.pcb import (
     PCB,
+    TORCHREID_INPUT_SIZE,
     ResNetPCB,
+    load_any_pcb,
     load_pcb,
     load_torchreid_pcb,
     part_loss,
     pcb_batch,
+    pcb_method,
+    resize_crop,
     stripe_descriptor,
     stripe_pool,
 )
@@ -90,9 +95,10 @@ def test_shapes_at_384x128(pcb: PCB) -> None:
         reduced = pcb.stripe_features(x[:1], reduced=True)
     assert pooled.shape == (2, 1280, 6)
     assert feature.shape == (2, 6 * 1280)
-    # stripe after stripe, each the pooled stripe scaled to unit norm
-    assert torch.allclose(feature.view(2, 6, 1280), stripe_descriptor(pooled), atol=1e-6)
-    assert torch.allclose(feature.view(2, 6, 1280).norm(dim=2), torch.ones(2, 6), atol=1e-5)
+    # torchreid's layout: channel-major (element c * 6 + i is channel c of stripe i)
+    assert torch.allclose(feature.view(2, 1280, 6).transpose(1, 2), stripe_descriptor(pooled),
+                          atol=1e-6)
+    assert torch.allclose(feature.view(2, 1280, 6).norm(dim=1), torch.ones(2, 6), atol=1e-5)
     assert len(logits) == 6 and all(z.shape == (1, 5) for z in logits)
     assert reduced.shape == (1, 6, 256)
 
@@ -135,15 +141,15 @@ def test_pcb_batch_shape_norm_and_determinism(pcb: PCB) -> None:
     images = _crops(3)
     whole = pcb_batch(images, model=pcb, batch_size=3, device="cpu")
     assert whole.shape == (3, 6 * 1280) and whole.dtype == np.float32
-    assert np.allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(whole, axis=1), math.sqrt(6), atol=1e-4)  # unscaled
     one_by_one = pcb_batch(images, model=pcb, batch_size=1, device="cpu")
     assert np.allclose(whole, one_by_one, atol=1e-5)  # no dependence on the batch
     assert np.array_equal(whole, pcb_batch(images, model=pcb, batch_size=3, device="cpu"))
     # different crops give different features
     assert np.abs(whole[0] - whole[1]).max() > 1e-3
-    # each block of 1280 is one stripe, of norm 1/sqrt(6)
-    blocks = np.linalg.norm(whole.reshape(3, 6, 1280), axis=2)
-    assert np.allclose(blocks, 1 / math.sqrt(6), atol=1e-5)
+    # channel-major: every 6th element belongs to one stripe, and each stripe has unit norm
+    stripes = np.linalg.norm(whole.reshape(3, 1280, 6), axis=1)
+    assert np.allclose(stripes, 1.0, atol=1e-5)
 
 
 def test_pcb_batch_edges(pcb: PCB) -> None:
@@ -230,10 +236,12 @@ def test_resumed_training_equals_unbroken_training(tmp_path: Path, caplog) -> No
     assert a["history"] == b["history"]
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    # the trained model reads back and extracts
+    # the trained model reads back (at the size it was trained at) and extracts
     model = load_pcb(resumed)
+    assert model.input_size == SMALL and load_any_pcb(resumed).input_size == SMALL
     feats = pcb_batch(_crops(2), model=model, device="cpu")
     assert feats.shape == (2, 6 * 1280) and np.isfinite(feats).all()
+    np.testing.assert_allclose(pcb_method(_crops(2), str(resumed)), feats, atol=1e-5)
 
 
 def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
@@ -358,9 +366,112 @@ def test_torchreid_checkpoint_without_classifier_loads(tmp_path: Path, reference
 
 def test_torchreid_checkpoint_with_a_wrong_key_names_file_and_key(tmp_path: Path, reference):
     path = _save_torchreid(reference, tmp_path / "bad.pth", rename="layer2.1.conv2.weight")
-    with pytest.raises(ValueError, match=r"bad\.pth.*layer2\.1\.conv2\.weight") as err:
+    with pytest.raises(ModelLoadError, match=r"bad\.pth.*layer2\.1\.conv2\.weight") as err:
         load_torchreid_pcb(path)
-    assert "layer2.1.conv2.weights" in str(err.value)
-    with pytest.raises(ValueError, match="no key 'conv1.weight'"):
+    assert "layer2.1.conv2.weights" in str(err.value) and err.value.path == str(path)
+    with pytest.raises(ModelLoadError, match="no key 'conv1.weight'"):
         torch.save({"state_dict": {"fc.weight": torch.zeros(1)}}, tmp_path / "other.pth")
         load_torchreid_pcb(tmp_path / "other.pth")
+
+
+# ----------------------------------------------------------------------------- upstream references
+
+
+def _pil_bilinear_reference(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL's BILINEAR resize re-stated in numpy: a triangle filter widened by the down-scaling
+    factor (antialiasing), output pixel centres at (i + 0.5) * scale, weights normalised, the
+    horizontal pass first and rounded to 8 bits, then the vertical pass."""
+
+    def weights(n_in: int, n_out: int) -> np.ndarray:
+        scale = n_in / n_out
+        support = max(scale, 1.0)  # the triangle's radius, in input pixels
+        w = np.zeros((n_out, n_in))
+        for i in range(n_out):
+            centre = (i + 0.5) * scale
+            lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in)
+            taps = np.arange(lo, hi)
+            k = np.maximum(0.0, 1.0 - np.abs((taps + 0.5 - centre) / support))
+            w[i, lo:hi] = k / k.sum()
+        return w
+
+    rows = np.einsum("xj,hjc->hxc", weights(image.shape[1], width), image.astype(np.float64))
+    rows = np.clip(np.round(rows), 0, 255)
+    out = np.einsum("yh,hxc->yxc", weights(image.shape[0], height), rows)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def test_resize_is_torchvision_resize_on_pil_antialiased_bilinear() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (300, 110, 3), dtype=np.uint8)  # shrink by 2.3 x 0.86 (grow)
+    got = resize_crop(image, (128, 128)).astype(int)
+    ref = _pil_bilinear_reference(image, 128, 128).astype(int)
+    assert got.shape == (128, 128, 3)
+    assert np.abs(got - ref).max() <= 1  # fixed-point rounding of PIL's coefficients
+    # a plain (non-antialiased) bilinear resize is far from it on a noisy image
+    plain = cv2.resize(image, (128, 128), interpolation=cv2.INTER_LINEAR).astype(int)
+    assert np.abs(plain - ref).mean() > 10 * max(np.abs(got - ref).mean(), 0.1)
+
+
+def _torchreid_test_transform(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """torchreid's transform_te: Resize((h, w)) on a PIL image (torchvision calls
+    `img.resize((w, h), BILINEAR)`), ToTensor (/255, CHW), Normalize(ImageNet mean, std)."""
+    from PIL import Image
+
+    pil = Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return ((x - mean) / std)[None]
+
+
+def test_torchreid_checkpoint_features_equal_torchreids_own(tmp_path: Path, reference) -> None:
+    """pcb_batch on a torchreid checkpoint = torchreid's eval forward on its test transform:
+    256 x 128 by default, channel-major, unscaled."""
+    path = _save_torchreid(reference, tmp_path / "model.pth.tar-60")
+    model = load_any_pcb(path)
+    assert isinstance(model, ResNetPCB) and model.input_size == TORCHREID_INPUT_SIZE == (256, 128)
+    crops = _crops(3)
+    with torch.no_grad():
+        expected = torch.cat([reference(_torchreid_test_transform(c, (256, 128))) for c in crops])
+    got = pcb_batch(crops, model=model, device="cpu")
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), math.sqrt(6), rtol=1e-5)
+    # another input size is an option of the method, and changes the features
+    with torch.no_grad():
+        tall = torch.cat([reference(_torchreid_test_transform(c, (384, 128))) for c in crops])
+    got_tall = pcb_method(crops, f"{path}?size=384x128")
+    np.testing.assert_allclose(got_tall, tall.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.abs(got_tall - got).max() > 1e-4  # ten times the tolerance above
+
+
+def test_pcb_loaders_raise_model_load_error_naming_the_file(tmp_path: Path, reference) -> None:
+    notes = tmp_path / "NOTES.txt"
+    notes.write_text("these are not weights\n")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": [1, 2, 3]}, other)
+    cases = {
+        tmp_path / "missing.pth": "not found",
+        tmp_path: "is a folder",
+        notes: "not a (tansaku |torchreid )?PCB",
+        other: "not a (tansaku |torchreid )?PCB",
+    }
+    for path, reason in cases.items():
+        for loader in (load_pcb, load_torchreid_pcb, load_any_pcb):
+            with pytest.raises(ModelLoadError, match=reason) as err:
+                loader(path)
+            assert err.value.path == str(path), loader
+    state = {k: v for k, v in reference.state_dict().items()}
+    state["layer1.0.conv2.weight"] = torch.zeros(3, 3, 3, 3)  # a shape that does not fit
+    torch.save({"state_dict": state}, tmp_path / "shape.pth")
+    with pytest.raises(ModelLoadError, match=r"shape\.pth: checkpoint does not match.*layer1"):
+        load_any_pcb(tmp_path / "shape.pth")
+    torch.save({"format": "tansaku-pcb/1", "config": {"parts": 6}, "model": {}}, tmp_path / "t.pth")
+    with pytest.raises(ModelLoadError, match=r"t\.pth: checkpoint does not match.*missing keys"):
+        load_any_pcb(tmp_path / "t.pth", input_size=SMALL)
+    good = _save_torchreid(reference, tmp_path / "good.pth")
+    with pytest.raises(ModelLoadError, match="too small for 6 stripes"):
+        load_any_pcb(good, input_size=(64, 32))
+    with pytest.raises(ModelLoadError, match="HEIGHTxWIDTH"):
+        pcb_method(_crops(1), f"{good}?size=256")
+    with pytest.raises(ModelLoadError, match=r"good\.pth\?height=256: unknown option"):
+        pcb_method(_crops(1), f"{good}?height=256")

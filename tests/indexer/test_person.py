@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer.extractors import person
-from indexer.extractors.person import describe_persons, parse_method
+from indexer.extractors.person import MethodPart, canonical_method, describe_persons, parse_method
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_fusion_l2_normalises_each_part_then_concatenates(fake_methods: list[int
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"valid names: .*gog, .*lomo, .*pcb"):
+    with pytest.raises(ValueError, match=r"valid names: .*gog, .*lomo, .*pcb\[:FILE\]"):
         describe_persons("lomo+sift", _images())
     with pytest.raises(ValueError, match="twice"):
         parse_method("lomo+lomo")
@@ -72,4 +73,55 @@ def test_rejects_bad_images(fake_methods: list[int]) -> None:
 def test_registry_names_real_modules() -> None:
     assert person.PERSON_DESCRIPTORS["lomo"] == ("indexer.extractors.lomo", "lomo_batch")
     assert person.PERSON_DESCRIPTORS["gog"] == ("indexer.extractors.gog", "gog_batch")
-    assert person.PERSON_DESCRIPTORS["pcb"] == ("indexer.extractors.pcb", "pcb_batch")
+    assert person.PERSON_DESCRIPTORS["pcb"] == ("indexer.extractors.pcb", "pcb_method",
+                                                person.OPTIONAL_FILE)
+
+
+@pytest.fixture
+def fake_learned(monkeypatch: pytest.MonkeyPatch, fake_methods: list[int]) -> list[str | None]:
+    """A fake method taking an optional file and one needing a file; returns the arguments seen."""
+    seen: list[str | None] = []
+
+    def learned(images: list[np.ndarray], argument: str | None) -> np.ndarray:
+        seen.append(argument)
+        return np.ones((len(images), 2)) * (1.0 if argument is None else 2.0)
+
+    module = sys.modules["fake_person_descriptors"]
+    module.learned = learned  # type: ignore[attr-defined]
+    monkeypatch.setitem(person.PERSON_DESCRIPTORS, "opt", ("fake_person_descriptors", "learned",
+                                                            person.OPTIONAL_FILE))
+    monkeypatch.setitem(person.PERSON_DESCRIPTORS, "need", ("fake_person_descriptors", "learned",
+                                                             person.FILE))
+    return seen
+
+
+def test_parametrised_methods_get_their_argument(fake_learned: list[str | None]) -> None:
+    out = describe_persons("colour+opt:run/a.pth", _images()[:2])
+    assert fake_learned == ["run/a.pth"]
+    np.testing.assert_allclose(out[:, 3:], np.sqrt(0.5))  # (2, 2) normalised
+    describe_persons("opt", _images()[:1])
+    assert fake_learned[-1] is None  # an optional argument left out
+    assert parse_method("need:x.pth?size=256x128+colour") == [
+        MethodPart("need", "x.pth?size=256x128"), MethodPart("colour")]
+    assert parse_method("OPT:a+b.pth+colour") == [MethodPart("opt", "a+b.pth"),
+                                                   MethodPart("colour")]  # '+' inside a path
+
+
+def test_parametrised_method_errors(fake_learned: list[str | None]) -> None:
+    with pytest.raises(ValueError, match=r"'need' needs a file: need:FILE"):
+        parse_method("need")
+    with pytest.raises(ValueError, match=r"'colour' takes no argument"):
+        parse_method("colour:x.pth")
+    with pytest.raises(ValueError, match=r"valid names: colour, gog, lomo, need:FILE, opt\[:FILE\]"):
+        parse_method("abn:x.pth")
+    with pytest.raises(ValueError, match="twice"):
+        parse_method("opt:a.pth+opt:b.pth")
+
+
+def test_canonical_method_makes_paths_absolute(fake_learned: list[str | None],
+                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    got = canonical_method("Colour+need:run/a.pth?SIZE=256x128&b=1")
+    assert got == f"colour+need:{tmp_path.resolve() / 'run' / 'a.pth'}?b=1&size=256x128"
+    assert canonical_method(got) == got  # stable: stored methods read back the same
+    assert canonical_method("opt") == "opt"

@@ -17,7 +17,7 @@ from indexer.profiles import resolve_profile
 from indexer.projections import pca_whitening
 from storage.db import open_database
 from storage.gallery_files import GalleryFiles
-from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus
+from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, Source
 from storage.vector_index import VectorIndex
 from tests.conftest import SAMPLES, sample_image, write_rgb
 
@@ -244,3 +244,58 @@ def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch)
     assert not pending.exists() and not orphan.exists() and files.path(spec["file"]).exists()
     assert VectorIndex.load(files.index_path).dim == 6  # min(8 - 1, 6) components
     assert_consistent(env)
+
+
+def _second_folder(env, name: str = "more") -> Path:
+    """Another folder holding files of the same names as the first, other pictures in them."""
+    folder = env[2].parent / name
+    for k, sample in enumerate(reversed(SAMPLES)):
+        write_rgb(folder / f"{k:02d}_{SAMPLES[k]}.jpg", sample_image(sample, 80))
+    return folder
+
+
+def _rows_by_source(env) -> dict[str, set[str]]:
+    sessions, gallery, _, _ = env
+    with sessions() as s:
+        roots = {src.id: src.root for src in s.scalars(select(Source))}
+        rows = s.scalars(select(Image).where(Image.gallery_id == gallery.id)).all()
+    by_source: dict[str, set[str]] = {}
+    for row in rows:
+        by_source.setdefault(roots[row.source_id], set()).add(row.path)
+    return by_source
+
+
+def test_two_folders_with_the_same_names_keep_their_own_rows(env) -> None:
+    sessions, gallery, folder, home = env
+    other = _second_folder(env)
+    run(env)
+    summary = index_folder(other, gallery, sessions, home, describer_factory=FakeDescriber)
+    assert summary.indexed == len(SAMPLES)  # same names, new images: nothing taken as unchanged
+    by_source = _rows_by_source(env)
+    assert by_source == {str(folder.resolve()): by_source[str(folder.resolve())],
+                         str(other.resolve()): by_source[str(folder.resolve())]}
+    assert len(by_source[str(folder.resolve())]) == len(SAMPLES)
+    files = GalleryFiles(home, gallery.id)
+    assert len(VectorIndex.load(files.index_path)) == 2 * len(SAMPLES)
+    again = run(env)  # the first folder again: still unchanged, not moved
+    assert (again.indexed, again.unchanged) == (0, len(SAMPLES))
+    (other / "00_astronaut.jpg").unlink()
+    pruned = index_folder(other, gallery, sessions, home, describer_factory=FakeDescriber,
+                          prune=True)
+    assert pruned.pruned == 1  # only the file gone from this folder
+    by_source = _rows_by_source(env)
+    assert len(by_source[str(folder.resolve())]) == len(SAMPLES)
+    assert "00_astronaut.jpg" not in by_source[str(other.resolve())]
+    summary = run(env, prune=True)  # and pruning the first folder drops nothing of the second
+    assert summary.pruned == 0
+    assert len(VectorIndex.load(files.index_path)) == 2 * len(SAMPLES) - 1
+
+
+def test_a_folder_inside_or_around_a_source_is_refused(env) -> None:
+    sessions, gallery, folder, home = env
+    run(env)
+    inside = folder / "sub"
+    write_rgb(inside / "x.jpg", sample_image("coffee", 64))
+    for overlapping in (inside, folder.parent):
+        with pytest.raises(pipeline.OverlappingSourceError, match=str(folder.resolve())):
+            index_folder(overlapping, gallery, sessions, home, describer_factory=FakeDescriber)
