@@ -73,21 +73,24 @@ class TensorSketch:
             raise ValueError(f"channels and dim must be >= 1, got {c1}, {c2}, {dim}")
         g = torch.Generator().manual_seed(seed)
         self.dim = dim
-        self.P1 = self._count_sketch(c1, dim, g)
-        self.P2 = self._count_sketch(c2, dim, g)
+        self.h1, self.s1 = self._hashes(c1, dim, g)
+        self.h2, self.s2 = self._hashes(c2, dim, g)
 
     @staticmethod
-    def _count_sketch(c: int, dim: int, g: torch.Generator) -> torch.Tensor:
+    def _hashes(c: int, dim: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         buckets = torch.randint(dim, (c,), generator=g)
         signs = torch.randint(2, (c,), generator=g).float() * 2 - 1
-        P = torch.zeros(c, dim)
-        P[torch.arange(c), buckets] = signs
-        return P
+        return buckets, signs
+
+    def _count_sketch(self, x: torch.Tensor, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Each channel added, with its sign, into its bucket: O(C) per vector, not O(C dim)."""
+        out = x.new_zeros(*x.shape[:-1], self.dim)
+        return out.index_add_(-1, h, x * s.to(x))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(..., c1), (..., c2) -> (..., dim)."""
-        fx = torch.fft.rfft(x @ self.P1.to(x), dim=-1)
-        fy = torch.fft.rfft(y @ self.P2.to(y), dim=-1)
+        fx = torch.fft.rfft(self._count_sketch(x, self.h1, self.s1), dim=-1)
+        fy = torch.fft.rfft(self._count_sketch(y, self.h2, self.s2), dim=-1)
         return torch.fft.irfft(fx * fy, n=self.dim, dim=-1)
 
 
