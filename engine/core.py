@@ -335,7 +335,7 @@ class Engine:
         The whitening FC is learned only from a folder of at least `WHITENING_DEFAULTS["min_images"]`
         images (fewer over-fit it; the FC stays the identity); the local PCA always is.
         """
-        from indexer.extractors.delg_torch import init_heads_from_images
+        from indexer.extractors.delg_torch import DelgEfficientNet, init_heads_from_images
 
         paths = sorted(discover_images(folder))
         if not paths:
@@ -346,7 +346,8 @@ class Engine:
         conf = dict(config["joint"].get("conf") or {})
         fit_conf = {k: v for k, v in conf.items() if k != "heads"}
         whiten = len(paths) >= WHITENING_DEFAULTS["min_images"]
-        images = tqdm(_readable(paths), total=len(paths), desc="fitting DELG heads", unit="img")
+        side = fit_conf.get("max_side", DelgEfficientNet.default_conf["max_side"])
+        images = tqdm(_readable(paths, side), total=len(paths), desc="fitting DELG heads", unit="img")
         try:
             init_heads_from_images(images, out, fit_conf, whiten=whiten)
         except (ModelLoadError, ValueError) as exc:
@@ -382,7 +383,7 @@ class Engine:
             raise TansakuError("k-reciprocal re-ranking applies to person galleries; landmark "
                                "galleries re-rank by geometry (--rerank-mode ours|delf)")
         try:
-            pixels = read_image(path)
+            pixels = read_image(path, opened.describer.max_side)
         except ImageReadError as exc:
             raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
         start = time.perf_counter()
@@ -433,11 +434,11 @@ def _model_name(config: dict[str, Any]) -> str:
     return f"{spec.get('name')}:{method}" if method else str(spec.get("name"))
 
 
-def _readable(paths: list[Path]) -> Iterator[np.ndarray]:
+def _readable(paths: list[Path], max_side: int | None) -> Iterator[np.ndarray]:
     """The images at `paths` that can be read (the indexing run reports the others)."""
     for path in paths:
         try:
-            yield read_image(path)
+            yield read_image(path, max_side)
         except ImageReadError:
             continue
 

@@ -45,6 +45,16 @@ class Describer:
         assert extractor is not None
         return extractor.dim
 
+    @property
+    def max_side(self) -> int | None:
+        """The longest image side any of the extractors uses (None: one uses any size); images are
+        decoded no larger than needed for it (`indexer.images.read_image(path, max_side)`)."""
+        extractors = [e for e in (self.joint_extractor, self.global_extractor, self.local_extractor) if e]
+        sides = [e.max_side for e in extractors]
+        if not sides or None in sides:
+            return None
+        return max(s for s in sides if s is not None)
+
     def describe_batch(
         self, images: list[np.ndarray], resize_factors: list[float] | None = None
     ) -> list[Description]:

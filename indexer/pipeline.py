@@ -186,9 +186,9 @@ def _batches(tasks: list[_Task], size: int) -> Iterator[list[_Task]]:
         yield tasks[start : start + size]
 
 
-def _read(task: _Task) -> np.ndarray | ImageReadError:
+def _read(task: _Task, max_side: int | None) -> np.ndarray | ImageReadError:
     try:
-        return read_image(task.path)
+        return read_image(task.path, max_side)
     except ImageReadError as exc:
         return exc
 
@@ -215,7 +215,7 @@ def _process_batch(
     store: FeatureStore, summary: IndexSummary, pool: ThreadPoolExecutor,
     projector: Projector | None,
 ) -> None:
-    images = list(pool.map(_read, batch))
+    images = list(pool.map(_read, batch, [describer.max_side] * len(batch)))
     good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
     for task, result in zip(batch, images, strict=True):
         if isinstance(result, ImageReadError):

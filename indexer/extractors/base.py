@@ -31,6 +31,13 @@ class Extractor:
             )
         self.conf: dict[str, Any] = {**self.default_conf, **conf}
 
+    @property
+    def max_side(self) -> int | None:
+        """The longest image side this extractor uses: it shrinks a larger image to it before
+        anything else, so decoding one larger gains nothing (`indexer.images.read_image`).
+        None: it uses an image at any size."""
+        return None
+
 
 class GlobalExtractor(Extractor, ABC):
     """Image -> one L2-normalised float32 vector of length `dim`."""

@@ -327,6 +327,11 @@ class DelgSavedModel(JointExtractor):
                                  f"descriptors (scales, D), features (N, D), boxes (N, 4)): {shapes}")
         return int(shapes["global_descriptors"][-1]), int(shapes["features"][-1])
 
+    @property
+    def max_side(self) -> int | None:
+        size = self.conf["max_image_size"]  # DELF: a negative size sets no bound
+        return int(size) if size >= 1 else None
+
     def _check_conf(self) -> None:
         n_scales = len(self.conf["image_scales"])
         bad = [i for i in self.conf["global_scales_ind"] if not 0 <= i < n_scales]

@@ -298,6 +298,10 @@ class DelgEfficientNet(JointExtractor):
         self.heads = heads.to(self.device).eval()
         self.dim, self.local_dim = heads.dim, heads.local_dim
 
+    @property
+    def max_side(self) -> int | None:
+        return int(self.conf["max_side"])
+
     @torch.inference_mode()
     def pyramid(
         self, image: np.ndarray, scales: Iterable[float] | None = None,

@@ -50,6 +50,10 @@ class GemEfficientNet(GlobalExtractor):
         self.device = default_device()
         self.model = efficientnet_lite0(weights=self.conf["weights"]).to(self.device)
 
+    @property
+    def max_side(self) -> int | None:
+        return int(self.conf["max_side"])
+
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image = resize_longer_side(image, self.conf["max_side"])

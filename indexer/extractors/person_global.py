@@ -9,6 +9,10 @@ import numpy as np
 from indexer.extractors.base import GlobalExtractor
 from indexer.extractors.person import describe_persons, parse_method
 
+# Every person method resizes the crop to a fixed size first, at most 384 px high (PCB; LOMO and
+# GOG use 128 x 48): larger crops are decoded no larger than needed for that.
+PERSON_MAX_SIDE = 384
+
 
 class PersonDescriptor(GlobalExtractor):
     """`describe_persons(method)` behind the extractor contract (raw, unprojected features)."""
@@ -20,6 +24,10 @@ class PersonDescriptor(GlobalExtractor):
         parse_method(self.conf["method"])  # fails early on an unknown name
         probe = np.zeros((128, 48, 3), np.uint8)
         self.dim = int(describe_persons(self.conf["method"], [probe]).shape[1])
+
+    @property
+    def max_side(self) -> int | None:
+        return PERSON_MAX_SIDE
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.describe_batch([image])[0]

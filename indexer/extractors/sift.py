@@ -115,6 +115,10 @@ class RootSift(LocalExtractor):
         "min_side": None,
     }
 
+    @property
+    def max_side(self) -> int | None:
+        return None if self.conf["max_side"] is None else int(self.conf["max_side"])
+
     def __call__(self, image: np.ndarray) -> LocalFeatures:
         """RootSIFT features of one RGB uint8 image, keypoints in its pixels."""
         return rootsift(image, **self.conf)

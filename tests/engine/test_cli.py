@@ -30,26 +30,31 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *words: str) -> No
         assert word in line
 
 
+@pytest.mark.slow
 def test_query_of_unknown_gallery(tmp_path: Path) -> None:
     image = write_rgb(tmp_path / "q.jpg", sample_image("coffee", 64))
     assert_user_error(tansaku(tmp_path / "home", "query", str(image), "--gallery", "nope"), "nope")
 
 
+@pytest.mark.slow
 def test_missing_query_image(tmp_path: Path) -> None:
     proc = tansaku(tmp_path / "home", "query", str(tmp_path / "missing.jpg"), "--gallery", "g")
     assert_user_error(proc, "missing.jpg")
 
 
+@pytest.mark.slow
 def test_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert_user_error(tansaku(tmp_path / "home", "index", str(tmp_path / "empty"), "-g", "g"), "empty")
 
 
+@pytest.mark.slow
 def test_missing_folder(tmp_path: Path) -> None:
     proc = tansaku(tmp_path / "home", "index", str(tmp_path / "nowhere"), "-g", "g")
     assert_user_error(proc, "nowhere")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_data_folder(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
@@ -60,6 +65,7 @@ def test_unwritable_data_folder(tmp_path: Path) -> None:
     assert_user_error(proc, "not writable")
 
 
+@pytest.mark.slow
 def test_data_folder_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("I am not a folder")
     (tmp_path / "imgs").mkdir()
@@ -68,6 +74,7 @@ def test_data_folder_that_is_a_file(tmp_path: Path) -> None:
     assert_user_error(proc, "not writable", str(tmp_path / "file"))
 
 
+@pytest.mark.slow
 def test_unknown_profile_lists_valid_ones(tmp_path: Path) -> None:
     (tmp_path / "imgs").mkdir()
     write_rgb(tmp_path / "imgs" / "a.jpg", sample_image("coffee", 64))
@@ -75,6 +82,7 @@ def test_unknown_profile_lists_valid_ones(tmp_path: Path) -> None:
     assert_user_error(proc, "cars", "landmark", "person")
 
 
+@pytest.mark.slow
 def test_index_then_query_json(sample_folder: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     proc = tansaku(home, "index", str(sample_folder), "--gallery", "demo")

@@ -29,6 +29,7 @@ def delg_engine(sample_folder: Path, tmp_path_factory: pytest.TempPathFactory) -
     return engine
 
 
+@pytest.mark.slow
 def test_untrained_delg_heads_are_fitted_on_the_gallery_once(delg_engine: Engine,
                                                              sample_folder: Path) -> None:
     gallery = delg_engine.get_gallery("delg")
@@ -46,6 +47,7 @@ def test_untrained_delg_heads_are_fitted_on_the_gallery_once(delg_engine: Engine
                                  config=profile_config("landmark", model="gem-rootsift"))
 
 
+@pytest.mark.slow
 def test_delg_gallery_stores_attention_selected_local_features(delg_engine: Engine) -> None:
     opened = delg_engine.open_gallery("delg")
     arrays = opened.store.get(next(iter(opened.paths)))
@@ -55,6 +57,7 @@ def test_delg_gallery_stores_attention_selected_local_features(delg_engine: Engi
     assert opened.index.dim == 1280  # 8 images are too few to learn a whitening from: identity FC
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ours", "delf"])
 def test_a_warped_crop_finds_its_source_in_a_delg_gallery(delg_engine: Engine, tmp_path: Path,
                                                           mode: str) -> None:
@@ -89,6 +92,7 @@ def savedmodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_savedmodel_gallery_indexes_and_answers(savedmodel: Path, sample_folder: Path,
                                                   tmp_path: Path) -> None:
     engine = _engine(tmp_path / "home")

@@ -82,12 +82,14 @@ def test_xqda_projection_is_learned_stored_and_used(engine: Engine, market: Path
     assert after >= IDENTITIES - 1 and after >= before
 
 
+@pytest.mark.slow
 def test_projection_needs_a_person_gallery(engine: Engine, market: Path, sample_folder: Path) -> None:
     engine.index_folder(sample_folder, "places")
     with pytest.raises(TansakuError, match="person"):
         train_projection(engine, market, "market", "places", "xqda")
 
 
+@pytest.mark.slow
 def test_gog_gallery_projection_applies_the_gog_normaliser(market: Path, tmp_path: Path) -> None:
     eng = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
     eng.index_folder(market / "bounding_box_test", "gog-people", profile="person",

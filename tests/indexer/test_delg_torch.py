@@ -178,6 +178,7 @@ def test_heads_loader_errors_name_the_file(tmp_path: Path) -> None:
         build_joint("delg-efficientnet-lite0", {**ONE_SCALE, "heads": str(notes)})
 
 
+@pytest.mark.slow
 def test_init_from_images_and_registry(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(3)]

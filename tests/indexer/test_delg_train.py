@@ -76,6 +76,7 @@ def _synthetic_cache(n: int = 24, classes: int = 3) -> BackboneCache:
     return BackboneCache(pooled, [m.half() for m in maps], labels)
 
 
+@pytest.mark.slow
 def test_one_training_step_reduces_each_loss() -> None:
     cache = _synthetic_cache()
     torch.manual_seed(0)  # random heads: from the PCA start, reconstruction is already optimal
@@ -96,6 +97,7 @@ def test_one_training_step_reduces_each_loss() -> None:
         assert float(after[name].detach()) < float(before[name].detach()), name
 
 
+@pytest.mark.slow
 def test_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     for k in range(6):
         _write(tmp_path / "data" / ("a" if k % 2 else "b") / f"{k}.png", k)

@@ -58,7 +58,8 @@ def test_any_size_is_resized_and_batch_matches_single() -> None:
     batch = lomo_batch(images)
     assert batch.shape == (3, DIM) and batch.dtype == np.float32
     for image, row in zip(images, batch, strict=True):
-        np.testing.assert_array_equal(lomo(image), row)
+        # up to summation order, which may depend on the batch; another crop differs by ~1e-2
+        np.testing.assert_allclose(lomo(image), row, rtol=1e-5, atol=1e-7)
     assert lomo_batch([]).shape == (0, DIM)
 
 

@@ -217,6 +217,7 @@ def test_one_training_step_lowers_the_loss() -> None:
     assert loss_now() < before - 0.05
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_unbroken_training(tmp_path: Path, caplog) -> None:
     data = _market_folder(tmp_path / "market", ids=3, per_id=3)
     # random backbone weights: resuming must not depend on what the weights are

@@ -26,6 +26,7 @@ class FakeDescriber:
     """Colour statistics as the global vector; counts calls so tests can see what was re-done."""
 
     dim = 6
+    max_side: int | None = None  # decode at full size
     calls: list[int] = []
     fail_after: int | None = None
 

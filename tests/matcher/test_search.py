@@ -24,6 +24,7 @@ def engine(sample_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Eng
     return eng
 
 
+@pytest.mark.slow
 def test_a_warped_crop_finds_its_source_first_after_reranking(engine: Engine, tmp_path: Path) -> None:
     for k, name in enumerate(("rocket", "astronaut", "stereo_motorcycle")):
         query = write_rgb(tmp_path / f"q{k}.jpg", warp(sample_image(name), seed=k))
@@ -35,6 +36,7 @@ def test_a_warped_crop_finds_its_source_first_after_reranking(engine: Engine, tm
         assert max(others) < best.inliers / 2
 
 
+@pytest.mark.slow
 def test_no_rerank_reports_no_inliers(engine: Engine, sample_folder: Path) -> None:
     result = engine.query(sample_folder / "sub" / "coffee.jpg", "samples", rerank=False)
     assert all(r.inliers is None for r in result.results)
