@@ -112,7 +112,7 @@ def test_parametrised_method_errors(fake_learned: list[str | None]) -> None:
         parse_method("need")
     with pytest.raises(ValueError, match=r"'colour' takes no argument"):
         parse_method("colour:x.pth")
-    with pytest.raises(ValueError, match=r"valid names: colour, gog, lomo, need:FILE, opt\[:FILE\]"):
+    with pytest.raises(ValueError, match=r"valid names: .*colour, .*gog, .*lomo, .*need:FILE, opt\[:FILE\]"):
         parse_method("abn:x.pth")
     with pytest.raises(ValueError, match="twice"):
         parse_method("opt:a.pth+opt:b.pth")
