@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.feature_store import FeatureStore
+from storage.feature_store import Store
 from storage.models import Crop, Image, ImageStatus
 from storage.vector_index import VectorIndex
 
@@ -63,7 +63,7 @@ def crop_parents(session: Session, gallery_id: int) -> dict[int, int]:
     return {int(a): int(b) for a, b in rows}
 
 
-def drop_crops(session: Session, parent_id: int, index: VectorIndex, store: FeatureStore) -> None:
+def drop_crops(session: Session, parent_id: int, index: VectorIndex, store: Store) -> None:
     """Remove a photo's crops: rows, vectors and features."""
     ids = list(session.scalars(select(Crop.image_id).where(Crop.parent_id == parent_id)))
     if not ids:

@@ -1,1 +1,2 @@
-"""Trainable models kept with their training and their loader: attribute heads, person detector."""
+"""Trained models, each with its module, its training and its loader in one sub-package:
+attribute heads, person detector, re-ID attention network."""
