@@ -81,7 +81,9 @@ def test_photos_become_crops_and_stay_consistent(env) -> None:
     # a crop that lost its features: its photo is redone, its crops replaced, nothing duplicated
     sessions, gallery, folder, home = env
     victim = rows["1_coffee.jpg#0"].id
-    GalleryFiles(home, gallery.id).features().delete(victim)
+    store = GalleryFiles(home, gallery.id).features(writable=True)
+    store.delete(victim)
+    store.flush()
     run(env)
     rows, crops = state(env)
     assert len(crops) == 6 and victim not in crops or rows_by_id(rows)[victim].path == "1_coffee.jpg#0"
