@@ -62,6 +62,15 @@ def index(
         "torchreid checkpoint; ?size=HxW its input size) or a fusion like gog+lomo.")
     ] = None,
     model: ModelOption = None,
+    detect: Annotated[bool, typer.Option("--detect", help="Person galleries: find the people in each "
+                                         "photo and index each person (a new gallery).")] = False,
+    detector: Annotated[str, typer.Option(help="With --detect: hog, haar or hog+haar.")] = "hog",
+    classifier: Annotated[Path | None, typer.Option(
+        help="With --detect: person/not-person classifier file (scripts/train_person_classifier.py).")
+    ] = None,
+    attributes: Annotated[Path | None, typer.Option(
+        help="Person galleries: attribute model (train-attributes) whose probabilities are kept.")
+    ] = None,
     db: DbOption = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", help="Describe images on Ray Data workers: a Ray address, or `local` for a "
@@ -70,8 +79,11 @@ def index(
     """Index FOLDER into a gallery: new and changed files are described, unchanged ones skipped."""
     from engine.core import profile_config
 
-    summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune,
-                                       config=profile_config(profile, method, model), ray=ray)
+    config = profile_config(profile, method, model, detector if detect else None, attributes, classifier)
+    if detect and ray:
+        raise TansakuError("--ray does not yet describe scene photos: drop --ray to use --detect")
+    summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune, config=config,
+                                       ray=ray)
     for rel, reason in summary.failures:
         typer.echo(f"failed: {rel}: {reason}", err=True)
     typer.echo(
@@ -82,27 +94,41 @@ def index(
 
 @app.command()
 def query(
-    image: Annotated[Path, typer.Argument(help="Query image.")],
     gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery name.")],
+    image: Annotated[Path | None, typer.Argument(help="Query image (optional with --attr).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results to show.")] = 10,
     shortlist: Annotated[int, typer.Option(help="Global shortlist re-ranked by geometry.")] = 100,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
     rerank_mode: RerankModeOption = None,
     verifier: VerifierOption = None,
+    attr: Annotated[str | None, typer.Option(
+        "--attr", help="Attributes, e.g. personalFemale,carryingBackpack: rank by them alone, or "
+        "with IMAGE re-score its shortlist.")] = None,
+    save_matches: Annotated[Path | None, typer.Option(
+        help="Write each result's photo with the person's box drawn into this folder.")] = None,
     explain: Annotated[Path | None, typer.Option(
         help="Write heat maps of the query and each result here (person galleries with abn:CKPT).")
     ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Rank a gallery's images for IMAGE."""
+    """Rank a gallery's images for IMAGE (and/or attributes)."""
     from engine.core import rerank_conf
 
-    kreciprocal = rerank_mode == "kreciprocal"  # person galleries: k-reciprocal re-ranking
-    result = _engine(db).query(image, gallery, top_k=top_k, shortlist=shortlist,
-                               rerank=not no_rerank and not kreciprocal,
-                               conf=rerank_conf(None if kreciprocal else rerank_mode, verifier),
-                               kreciprocal=kreciprocal and not no_rerank, explain=explain)
+    engine = _engine(db)
+    if image is None and not attr:
+        raise TansakuError("give a query IMAGE, --attr, or both")
+    if image is None:
+        result = engine.query_attributes(attr, gallery, top_k=top_k)
+    else:
+        kreciprocal = rerank_mode == "kreciprocal"  # person galleries: k-reciprocal re-ranking
+        result = engine.query(image, gallery, top_k=top_k, shortlist=shortlist,
+                              rerank=not no_rerank and not kreciprocal,
+                              conf=rerank_conf(None if kreciprocal else rerank_mode, verifier),
+                              kreciprocal=kreciprocal and not no_rerank, explain=explain,
+                              attributes=attr)
+    if save_matches is not None:
+        engine.save_matches(result, save_matches)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -125,7 +151,9 @@ def _print_results(result: Any) -> None:
     typer.echo(" rank   score  inliers  path")
     for r in result.results:
         inliers = "      -" if r.inliers is None else f"{r.inliers:7d}"
-        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}")
+        box = f"  box {','.join(map(str, r.box))}" if getattr(r, "box", None) else ""
+        attrs = f"  [{', '.join(r.attributes)}]" if getattr(r, "attributes", None) else ""
+        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{box}{attrs}")
 
 
 @app.command("galleries")
@@ -290,6 +318,62 @@ def train_delg(
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
     typer.echo(f"heads: {path}")
+
+
+@eval_app.command("scenes")
+def eval_scenes(
+    dataset: Annotated[Path, typer.Argument(help="images/, queries/ and boxes.json.")],
+    detector: Annotated[str, typer.Option(help="hog, haar, hog+haar, or none (whole photos).")] = "hog",
+    classifier: Annotated[Path | None, typer.Option(help="Person/not-person classifier file.")] = None,
+    method: Annotated[str, typer.Option(help="Person descriptor: lomo, gog, ...")] = "lomo",
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Person detection (IoU >= 0.5) and search in scene photos: recall, precision, mAP, rank-1."""
+    from engine.evaluation.scenes import evaluate_scenes
+
+    detect = None if detector == "none" else detector
+    _emit_scores(evaluate_scenes(_engine(db), dataset, detect, classifier, method), as_json)
+
+
+@app.command("train-attributes")
+def train_attributes(
+    dataset: Annotated[Path, typer.Argument(help="PETA layout: one folder per subset with Label.txt.")],
+    out: Annotated[Path, typer.Option(help="Model file to write (a resumable .ckpt goes beside it).")],
+    head: Annotated[str, typer.Option(help="plain (DeepMAR) or cnn-rnn.")] = "plain",
+    split: Annotated[str, typer.Option(help="all, pool:K (K = 0..4) or leave-out:SUBSET.")] = "all",
+    epochs: Annotated[int, typer.Option(help="Epochs (cnn-rnn: 6 is what the README used).")] = 20,
+    augment: Annotated[bool, typer.Option("--augment", help="Also train on an augmented view.")] = False,
+    per_person: Annotated[int | None, typer.Option(help="At most N images per person id.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a pedestrian attribute head on PETA labels; re-running resumes from the checkpoint."""
+    from engine.attributes import train_attributes as train
+    from engine.settings import Settings
+    from indexer.models.attributes.train import TrainConf
+
+    if head not in ("plain", "cnn-rnn"):
+        raise TansakuError(f"unknown --head {head!r}; valid: plain, cnn-rnn")
+    conf = TrainConf(head=head, epochs=epochs, seed=seed, augment=augment)
+    cache = Settings.from_env().home / "cache" / "trunk-maps"
+    _emit_json(train(dataset, out, conf, split=split, per_person=per_person, cache=cache))
+
+
+@eval_app.command("attributes")
+def eval_attributes(
+    dataset: Annotated[Path, typer.Argument(help="PETA layout: one folder per subset with Label.txt.")],
+    model: Annotated[Path, typer.Option(help="Model file written by train-attributes.")],
+    fmt: Annotated[str, typer.Option("--format", help="peta.")] = "peta",
+    split: Annotated[str, typer.Option(help="all, pool:K (its test part) or leave-out:SUBSET.")] = "all",
+    per_person: Annotated[int | None, typer.Option(help="At most N images per person id.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Attribute recognition mA and instance accuracy / precision / recall / F1 (PETA's 35)."""
+    from engine.evaluation.attributes import evaluate_attributes
+    from engine.settings import Settings
+
+    cache = Settings.from_env().home / "cache" / "trunk-maps"
+    _emit_scores(evaluate_attributes(dataset, model, fmt, split, per_person, cache), as_json)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

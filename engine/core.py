@@ -27,11 +27,12 @@ from indexer.images import ImageReadError, discover_images, read_image
 from indexer.pipeline import EmptyFolderError, IndexSummary, OverlappingSourceError, index_folder
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
+from matcher.attributes import parse_attributes, predicted_names, rank_by_attributes, rescore
 from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
-from storage.models import Gallery, Image, ImageStatus, IndexRun, Source
+from storage.models import Crop, Gallery, Image, ImageStatus, IndexRun, Source
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,13 @@ class RankedImage:
     relative_path: str = ""  # its path inside that folder
     person_id: int | None = None  # person galleries, when the file name gives them
     camera_id: int | None = None
+    box: list[int] | None = None  # a person found in the scene photo `path` (x, y, w, h)
+    attributes: list[str] | None = None  # predicted attributes (galleries with an attribute model)
 
     def to_json(self) -> dict[str, Any]:
         """One result of `tansaku query --json` (person and camera ids only where known)."""
         return {k: v for k, v in self.__dict__.items()
-                if v is not None or k not in ("person_id", "camera_id")}
+                if v is not None or k not in ("person_id", "camera_id", "box", "attributes")}
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class OpenGallery:
         self.paths = {r.id: r.path for r in rows}  # relative to each image's source folder
         self.rows = {r.id: r for r in rows}
         self.sources = sources  # source id -> absolute folder
+        self.crops: dict[int, tuple[str, list[int]]] = {}  # crop id -> (photo path in its source, box)
         if not files.index_path.exists() or not rows:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
         # an index rebuilt for the committed projection, not yet moved into place by its writer
@@ -153,11 +157,40 @@ class OpenGallery:
         return [self._result(rank, h) for rank, h in enumerate(hits, start=1)]
 
     def _result(self, rank: int, hit: Hit) -> RankedImage:
+        """A detected person is shown as its photo's path and the box."""
         row = self.rows[hit.image_id]
         source = self.sources.get(row.source_id) if row.source_id is not None else None
-        path = str(Path(source) / row.path) if source else row.path
+        rel, box = self.crops.get(hit.image_id, (row.path, None))
+        path = str(Path(source) / rel) if source else rel
+        attrs = None
+        if self.attribute_names is not None:
+            probs = self.store.get(hit.image_id).get("attributes")
+            if probs is not None:
+                attrs = predicted_names(probs.astype(np.float32), self.attribute_names)
         return RankedImage(rank, path, hit.score, hit.inliers, hit.image_id, source or "",
-                           row.path, row.person_id, row.camera_id)
+                           rel, row.person_id, row.camera_id, box, attrs)
+
+    @cached_property
+    def attribute_names(self) -> tuple[str, ...] | None:
+        """Names of the stored attribute probabilities (None: the gallery has no attribute model)."""
+        spec = self.gallery.config.get("attributes")
+        return tuple(spec["names"]) if spec else None
+
+    def attribute_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, probabilities (N, A)) of every indexed image with stored attributes."""
+        ids, probs = [], []
+        for image_id in self.rows:
+            try:
+                arrays = self.store.get(image_id)
+            except KeyError:  # a scene photo: its persons have the arrays
+                continue
+            if "attributes" in arrays:
+                ids.append(image_id)
+                probs.append(arrays["attributes"].astype(np.float32))
+        if not ids:
+            raise TansakuError(f"gallery {self.gallery.name!r} holds no attribute probabilities; index "
+                               "it with --attributes MODEL")
+        return np.array(ids, dtype=np.int64), np.stack(probs)
 
 
 class Engine:
@@ -215,7 +248,11 @@ class Engine:
                 Image.gallery_id == gallery.id, Image.status == ImageStatus.INDEXED)))
             sources = {source.id: source.root for source in session.scalars(
                 select(Source).where(Source.gallery_id == gallery.id))}
-        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), sources)
+            crops = session.execute(select(Crop.image_id, Crop.box, Image.path).join(
+                Image, Image.id == Crop.parent_id).where(Image.gallery_id == gallery.id)).all()
+        opened = OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), sources)
+        opened.crops = {int(i): (path, list(box)) for i, box, path in crops}
+        return opened
 
     def delete_gallery(self, name: str) -> None:
         """Remove the gallery `name`: its rows (sources, images, runs) and its files folder.
@@ -230,6 +267,8 @@ class Engine:
                 # files left behind could be taken for those of a new gallery given the same id
                 files.remove()
                 with self.sessions() as session:
+                    session.execute(delete(Crop).where(Crop.image_id.in_(
+                        select(Image.id).where(Image.gallery_id == gallery.id))))
                     for table in (Image, IndexRun, Source):  # no reliance on ON DELETE CASCADE
                         session.execute(delete(table).where(table.gallery_id == gallery.id))
                     session.execute(delete(Gallery).where(Gallery.id == gallery.id))
@@ -363,14 +402,55 @@ class Engine:
             return row
 
     # querying ----------------------------------------------------------------------------------
+    def save_matches(self, result: QueryResult, folder: str | Path) -> list[Path]:
+        """Each result's image, its person box drawn, as `NN-<name>` in `folder`."""
+        from indexer.models.person_detector.draw import draw_boxes
+
+        out = Path(folder).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for r in result.results:
+            try:
+                pixels = read_image(Path(r.path))
+            except ImageReadError as exc:
+                log.warning("cannot draw %s: %s", exc.path, exc.reason)
+                continue
+            target = out / f"{r.rank:02d}-{Path(r.path).stem}.jpg"
+            draw_boxes(pixels, [r.box] if r.box else [], target)
+            written.append(target)
+        return written
+
+    def query_attributes(self, attributes: str, gallery: str, top_k: int = 10) -> QueryResult:
+        """Rank `gallery` by stored attribute probabilities alone (`query --attr a,b,c`)."""
+        opened = self.open_gallery(gallery)
+        terms = self._attribute_terms(opened, attributes)
+        start = time.perf_counter()
+        ids, probs = opened.attribute_table()
+        hits = [Hit(i, s) for i, s in rank_by_attributes(ids, probs, terms, top_k)]
+        return QueryResult(f"attributes: {attributes}", gallery, opened.ranked(hits),
+                           {"attributes": time.perf_counter() - start})
+
+    @staticmethod
+    def _attribute_terms(opened: OpenGallery, attributes: str) -> list[tuple[int, bool]]:
+        from indexer.models.attributes.peta import COMPLEMENTS
+
+        names = opened.attribute_names
+        if names is None:
+            raise TansakuError(f"gallery {opened.gallery.name!r} has no attribute model; index it with "
+                               "--attributes MODEL")
+        try:
+            return parse_attributes(attributes, names, COMPLEMENTS)
+        except ValueError as exc:
+            raise TansakuError(str(exc)) from exc
+
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
         rerank: bool = True, conf: RerankConf | None = None, kreciprocal: bool = False,
-        explain: str | Path | None = None,
+        explain: str | Path | None = None, attributes: str | None = None,
     ) -> QueryResult:
         """Rank `gallery` for the image (or tracklet folder) at `image`; `kreciprocal` re-ranks a
-        person gallery's shortlist by k-reciprocal encoding; with `explain`, write heat maps of each
-        result there (see `matcher.explain`)."""
+        person gallery's shortlist by k-reciprocal encoding; `attributes` re-scores the shortlist by
+        them; with `explain`, write heat maps of each result there (see `matcher.explain`)."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
@@ -391,12 +471,20 @@ class Engine:
                 raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
             description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
+        terms = self._attribute_terms(opened, attributes) if attributes else None
+        depth = max(top_k, shortlist) if terms else top_k
         result = opened.searcher(conf).search(
-            description, top_k=top_k, shortlist=shortlist, rerank=rerank,
+            description, top_k=depth, shortlist=shortlist, rerank=rerank,
             vector=opened.projected(description), kreciprocal=kreciprocal,
         )
         times = {"extraction": extraction, **result.times}
-        ranked = opened.ranked(result.hits)
+        hits = result.hits
+        if terms and hits:
+            probs = np.stack([opened.store.get(h.image_id)["attributes"].astype(np.float32) for h in hits])
+            final = rescore(np.array([h.score for h in hits]), probs, terms)
+            hits = [Hit(hits[i].image_id, float(final[i]), hits[i].inliers)
+                    for i in np.argsort(-final, kind="stable")][:top_k]
+        ranked = opened.ranked(hits)
         if explain is not None:
             self._explain(opened, pixels, ranked, Path(explain).expanduser())
         return QueryResult(str(path), gallery, ranked, times)
@@ -508,10 +596,34 @@ def _described(config: dict[str, Any]) -> str:
 
 
 def profile_config(
-    profile: str, method: str | None = None, model: str | None = None
+    profile: str, method: str | None = None, model: str | None = None, detect: str | None = None,
+    attributes: str | Path | None = None, classifier: str | Path | None = None,
 ) -> dict[str, Any] | None:
     """A new gallery's configuration: the profile's preset, the person descriptor or the landmark
-    model overridden (None: the preset)."""
+    model overridden, people detected in scene photos (`detect`: hog, haar or hog+haar, with an
+    optional person `classifier` file), attribute probabilities kept (`attributes`: a model file)."""
+    if detect is not None or attributes is not None:
+        if profile != "person":
+            raise TansakuError("--detect and --attributes apply to person galleries (--profile person)")
+        config = profile_config(profile, method) or resolve_profile(profile)
+        if detect is not None:
+            from indexer.models.person_detector.detect import DETECTORS
+
+            if detect not in DETECTORS:
+                raise TansakuError(f"unknown detector {detect!r}; valid: {', '.join(DETECTORS)}")
+            config["detect"] = {"detector": detect,
+                                "classifier": str(_model_file(classifier)) if classifier else None}
+        if attributes is not None:
+            from indexer.errors import ModelLoadError
+            from indexer.models.attributes.model import load_attribute_model
+
+            path = _model_file(attributes)
+            try:
+                names = load_attribute_model(path).names
+            except ModelLoadError as exc:
+                raise TansakuError(str(exc)) from exc
+            config["attributes"] = {"model": str(path), "names": list(names)}
+        return config
     if model is not None:
         if profile != "landmark":
             raise TansakuError("--model applies to landmark galleries (--profile landmark)")
@@ -532,6 +644,13 @@ def profile_config(
     config = resolve_profile(profile)
     config["global"]["conf"]["method"] = method
     return config
+
+
+def _model_file(path: str | Path) -> Path:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise TansakuError(f"model file not found: {resolved}")
+    return resolved
 
 
 def rerank_conf(mode: str | None = None, verifier: str | None = None) -> RerankConf | None:

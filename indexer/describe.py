@@ -18,6 +18,7 @@ class Description:
 
     global_vector: np.ndarray  # (D,) float32
     local: LocalFeatures | None
+    attributes: np.ndarray | None = None  # (A,) attribute probabilities (person galleries with a model)
 
 
 class Describer:
@@ -37,6 +38,11 @@ class Describer:
         self.local_extractor: LocalExtractor | None = (
             build_local(local["name"], local.get("conf")) if local and not joint else None
         )
+        self.attribute_model = None
+        if config.get("attributes"):
+            from indexer.models.attributes.model import load_attribute_model
+
+            self.attribute_model = load_attribute_model(config["attributes"]["model"])
 
     @property
     def dim(self) -> int:
@@ -49,6 +55,8 @@ class Describer:
     def max_side(self) -> int | None:
         """The longest image side any of the extractors uses (None: one uses any size); images are
         decoded no larger than needed for it (`indexer.images.read_image(path, max_side)`)."""
+        if self.config.get("detect"):
+            return None  # scene photos: people are found, and cut out, at full resolution
         extractors = [e for e in (self.joint_extractor, self.global_extractor, self.local_extractor) if e]
         sides = [e.max_side for e in extractors]
         if not sides or None in sides:
@@ -62,8 +70,18 @@ class Describer:
 
         `resize_factors` (one per image) scale the extractor's size bounds, as DELF does for a
         query cropped from a larger photo (crop's larger side / photo's larger side); extractors
-        without size bounds of that kind (`supports_resize_factor` False) ignore them.
+        without size bounds of that kind (`supports_resize_factor` False) ignore them. A gallery
+        with an attribute model also gets each image's attribute probabilities.
         """
+        out = self._describe(images, resize_factors)
+        if self.attribute_model is not None and images:
+            probs, _ = self.attribute_model.from_images(images)
+            out = [Description(d.global_vector, d.local, p) for d, p in zip(out, probs, strict=True)]
+        return out
+
+    def _describe(
+        self, images: list[np.ndarray], resize_factors: list[float] | None = None
+    ) -> list[Description]:
         factors = resize_factors or [1.0] * len(images)
         if self.joint_extractor is not None:
             joint = self.joint_extractor
@@ -101,6 +119,8 @@ def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.n
     if local_dtype not in LOCAL_DTYPES:
         raise ValueError(f"unknown local descriptor type {local_dtype!r}; valid: {LOCAL_DTYPES}")
     arrays = {"global": desc.global_vector.astype(np.float32)}
+    if desc.attributes is not None:
+        arrays["attributes"] = desc.attributes.astype(np.float16)
     if desc.local is not None:
         arrays["keypoints"] = desc.local.keypoints.astype(np.float32)
         if local_dtype == "uint4":

@@ -33,9 +33,10 @@ from indexer.gallery_index import (
     refresh_index,
     refresh_whitening,
 )
-from indexer.images import ImageReadError, content_hash, discover_images
+from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
 from indexer.projections.gallery import Projector, load_projector
+from indexer.scenes import SceneCropper, add_crops, crop_parents, drop_crops
 from storage.feature_store import Store
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, Source, utcnow
@@ -91,10 +92,18 @@ def reconcile(
     for image_id in on_disk - {r.id for r in rows}:
         store.delete(image_id)
     reset = 0
+    detect = bool(gallery.config.get("detect"))
+    parents = crop_parents(session, gallery.id) if detect else {}
+    by_id = {r.id: r for r in rows}
     for row in rows:
+        if detect and row.id not in parents:
+            continue  # a scene photo: no vector of its own
         if row.status == ImageStatus.INDEXED and (row.id not in in_index or row.id not in on_disk):
             row.status = ImageStatus.PENDING
             reset += 1
+            photo = by_id.get(parents.get(row.id, -1))
+            if photo is not None:
+                photo.status = ImageStatus.PENDING
     if stale or reset:
         log.info("reconciled %s: %d stale vectors dropped, %d images to redo",
                  gallery.name, len(stale), reset)
@@ -126,8 +135,11 @@ def _plan(
     session: Session, source: Source, folder: Path, paths: list[Path], summary: IndexSummary
 ) -> tuple[list[_Task], list[Image]]:
     """Hash every file; create or update rows; return the work to do and rows whose file is gone
-    (only the source's: other folders of the gallery are not looked at)."""
-    rows = {r.path: r for r in session.scalars(select(Image).where(Image.source_id == source.id))}
+    (only the source's: other folders of the gallery are not looked at). Rows of persons
+    detected in a photo (`index --detect`) are not files and are left out."""
+    crops = set(crop_parents(session, source.gallery_id))
+    rows = {r.path: r for r in session.scalars(select(Image).where(Image.source_id == source.id))
+            if r.id not in crops}
     tasks: list[_Task] = []
     seen: set[str] = set()
     for path in tqdm(paths, desc="scanning", unit="file", leave=False):
@@ -198,6 +210,48 @@ class _Checkpointer:
             self.index.save(self.files.index_path)
         self.session.commit()
         self.last, self.dirty = time.monotonic(), False
+
+
+def _scene_crops(
+    good: list[tuple[_Task, np.ndarray]], cropper: SceneCropper, session: Session, index: VectorIndex,
+    store: Store,
+) -> list[tuple[_Task, np.ndarray]]:
+    """Photos -> their person crops as tasks; the photos' rows are INDEXED with them (see scenes.py)."""
+    out = []
+    for task, image in good:
+        photo = session.get(Image, task.image_id)
+        assert photo is not None
+        drop_crops(session, photo.id, index, store)
+        boxes, scores = cropper.boxes(image)
+        for row, pixels in add_crops(session, photo, image, boxes, scores):
+            out.append((_Task(row.id, task.path, row.path, task.digest, 0), pixels))
+        photo.height, photo.width = image.shape[:2]
+        photo.status, photo.error = ImageStatus.INDEXED, None
+    return out
+
+
+def _read(task: _Task, max_side: int | None) -> np.ndarray | ImageReadError:
+    try:
+        return read_image(task.path, max_side)
+    except ImageReadError as exc:
+        return exc
+
+
+def _describe_scenes(
+    batch: list[_Task], describer: Describer, cropper: SceneCropper, session: Session,
+    index: VectorIndex, store: Store, pool: ThreadPoolExecutor,
+) -> tuple[list[_Task], list[Described]]:
+    """Scene photos -> (crop tasks, their descriptions); unreadable photos stay in the batch as
+    failures. Detection needs the decoded photo here, in the writer, which creates the crop rows."""
+    images = list(pool.map(_read, batch, [describer.max_side] * len(batch)))
+    failed = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, ImageReadError)]
+    good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
+    crops = _scene_crops(good, cropper, session, index, store)
+    descriptions = describer.describe_batch([im for _, im in crops]) if crops else []
+    tasks = [t for t, _ in failed] + [t for t, _ in crops]
+    described: list[Described] = [(err, None) for _, err in failed]
+    described += [(im.shape[:2], d) for (_, im), d in zip(crops, descriptions, strict=True)]
+    return tasks, described
 
 
 def _describe_here(
@@ -327,13 +381,21 @@ def _run_tasks(
 ) -> None:
     if not tasks or describer is None:
         return
+    detect = describer.config.get("detect")
+    cropper = SceneCropper(detect) if detect else None
     checkpoint(force=True)  # the PENDING rows exist before any extraction starts
     local_dtype = (describer.config.get("store") or {}).get("local", "float16")
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
         results: Iterator[tuple[list[Any], list[Described]]]
-        if ray_address is None:
+        if cropper is not None:
+            if ray_address is not None:
+                raise ValueError("--ray does not yet describe scene photos (--detect galleries): "
+                                 "detection runs in the writer")
+            results = (_describe_scenes(b, describer, cropper, session, index, store, pool)
+                       for b in _batches(tasks, batch_size))
+        elif ray_address is None:
             results = ((b, _describe_here(b, describer, pool)) for b in _batches(tasks, batch_size))
         else:
             from indexer.distributed import describe_on_ray
@@ -353,6 +415,7 @@ def _prune(
 ) -> None:
     index.remove(np.array([row.id for row in gone], dtype=np.int64))
     for row in gone:
+        drop_crops(session, row.id, index, store)
         store.delete(row.id)
         session.delete(row)
     summary.pruned = len(gone)
