@@ -27,7 +27,8 @@ ModelOption = Annotated[str | None, typer.Option(
     "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH[?preset=r50-gldv2-clean|"
     "r101-gldv2-clean|r50-gld|r101-gld].")]
 RerankModeOption = Annotated[str | None, typer.Option(
-    "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's.")]
+    "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's. "
+    "Person galleries (query): kreciprocal (Zhong et al. 2017).")]
 VerifierOption = Annotated[str | None, typer.Option(help="degensac, magsac or ransac.")]
 ReportOption = Annotated[Path | None, typer.Option(
     "--report", help="Also write a self-contained HTML report with pictures to this file.")]
@@ -64,13 +65,28 @@ def index(
         "torchreid checkpoint; ?size=HxW its input size) or a fusion like gog+lomo.")
     ] = None,
     model: ModelOption = None,
+    detect: Annotated[bool, typer.Option("--detect", help="Person galleries: find the people in each "
+                                         "photo and index each person (a new gallery).")] = False,
+    detector: Annotated[str, typer.Option(help="With --detect: hog, haar or hog+haar.")] = "hog",
+    classifier: Annotated[Path | None, typer.Option(
+        help="With --detect: person/not-person classifier file (scripts/train_person_classifier.py).")
+    ] = None,
+    attributes: Annotated[Path | None, typer.Option(
+        help="Person galleries: attribute model (train-attributes) whose probabilities are kept.")
+    ] = None,
     db: DbOption = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Describe images on Ray Data workers: a Ray address, or `local` for a "
+        "local Ray instance (pip install 'tansaku[ray]').")] = None,
 ) -> None:
     """Index FOLDER into a gallery: new and changed files are described, unchanged ones skipped."""
     from engine.core import profile_config
 
-    summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune,
-                                       config=profile_config(profile, method, model))
+    config = profile_config(profile, method, model, detector if detect else None, attributes, classifier)
+    if detect and ray:
+        raise TansakuError("--ray does not yet describe scene photos: drop --ray to use --detect")
+    summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune, config=config,
+                                       ray=ray)
     for rel, reason in summary.failures:
         typer.echo(f"failed: {rel}: {reason}", err=True)
     typer.echo(
@@ -81,30 +97,48 @@ def index(
 
 @app.command()
 def query(
-    image: Annotated[Path, typer.Argument(help="Query image.")],
     gallery: Annotated[str, typer.Option("--gallery", "-g", help="Gallery name.")],
+    image: Annotated[Path | None, typer.Argument(help="Query image (optional with --attr).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results to show.")] = 10,
     shortlist: Annotated[int, typer.Option(help="Global shortlist re-ranked by geometry.")] = 100,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
     rerank_mode: RerankModeOption = None,
     verifier: VerifierOption = None,
+    attr: Annotated[str | None, typer.Option(
+        "--attr", help="Attributes, e.g. personalFemale,carryingBackpack: rank by them alone, or "
+        "with IMAGE re-score its shortlist.")] = None,
     save_matches: Annotated[Path | None, typer.Option(
-        "--save-matches", help="Write each result's match view (PNG) into this folder.")] = None,
+        "--save-matches", help="Write each result's picture into this folder: the match view (PNG) "
+        "in landmark galleries, the photo with the person's box drawn in person galleries.")] = None,
+    explain: Annotated[Path | None, typer.Option(
+        help="Write heat maps of the query and each result here (person galleries with abn:CKPT).")
+    ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Rank a gallery's images for IMAGE."""
+    """Rank a gallery's images for IMAGE (and/or attributes)."""
     from engine.core import rerank_conf
 
     engine = _engine(db)
-    conf = rerank_conf(rerank_mode, verifier)
-    result = engine.query(image, gallery, top_k=top_k, shortlist=shortlist,
-                          rerank=not no_rerank, conf=conf)
+    if image is None and not attr:
+        raise TansakuError("give a query IMAGE, --attr, or both")
+    conf = rerank_conf(rerank_mode if rerank_mode != "kreciprocal" else None, verifier)
+    if image is None:
+        result = engine.query_attributes(attr, gallery, top_k=top_k)
+    else:
+        kreciprocal = rerank_mode == "kreciprocal"  # person galleries: k-reciprocal re-ranking
+        result = engine.query(image, gallery, top_k=top_k, shortlist=shortlist,
+                              rerank=not no_rerank and not kreciprocal, conf=conf,
+                              kreciprocal=kreciprocal and not no_rerank, explain=explain,
+                              attributes=attr)
     if save_matches is not None:
-        from engine.reports import save_match_views
+        if engine.get_gallery(gallery).profile == "person":
+            written = engine.save_matches(result, save_matches)
+        else:
+            from engine.reports import save_match_views
 
-        written = save_match_views(engine, result, save_matches, conf)
-        typer.echo(f"match views: {len(written)} PNG files in {save_matches}", err=True)
+            written = save_match_views(engine, result, save_matches, conf)
+        typer.echo(f"saved {len(written)} pictures in {save_matches}", err=True)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -127,7 +161,9 @@ def _print_results(result: Any) -> None:
     typer.echo(" rank   score  inliers  path")
     for r in result.results:
         inliers = "      -" if r.inliers is None else f"{r.inliers:7d}"
-        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}")
+        box = f"  box {','.join(map(str, r.box))}" if getattr(r, "box", None) else ""
+        attrs = f"  [{', '.join(r.attributes)}]" if getattr(r, "attributes", None) else ""
+        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{box}{attrs}")
 
 
 @app.command("galleries")
@@ -189,21 +225,29 @@ def eval_retrieval(
 @eval_app.command("reid")
 def eval_reid(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="viper or market.")] = "viper",
-    method: Annotated[str, typer.Option(help="lomo, gog, pcb, pcb:CKPT (a train-pcb or torchreid "
-                                        "checkpoint), or a fusion like gog+pcb:CKPT.")] = "lomo",
+    fmt: Annotated[str, typer.Option("--format", help="viper, market or multishot.")] = "viper",
+    method: Annotated[str | None, typer.Option(help="A person method: lomo, gog, pcb, pcb:CKPT (a train-pcb "
+                                        "or torchreid checkpoint), abn:CKPT (train-reid), cdpcf, layers, "
+                                        "svdfc, mpncbp, ... or a fusion like gog+cdpcf; default: the "
+                                        "person profile's (gog+cdpcf+cdpcf-mbv2).")] = None,
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
-    trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
+    trials: Annotated[int, typer.Option(help="Random splits (VIPeR, multishot).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
     report: ReportOption = None,
+    shots: Annotated[int | None, typer.Option(
+        help="Frames per tracklet (multishot; default: all).")] = None,
+    pooling: Annotated[str, typer.Option(
+        help="Tracklet pooling (multishot): mean, max, or attention (abn:CKPT's temporal "
+        "attention).")] = "mean",
+    rerank: Annotated[str, typer.Option(help="none or kreciprocal (Zhong et al. 2017).")] = "none",
     as_json: JsonOption = False,
 ) -> None:
-    """Re-identification CMC / mAP / mINP on VIPeR or a Market-1501 layout."""
+    """Re-identification CMC / mAP / mINP on VIPeR, a Market-1501 layout or tracklets."""
     from engine.evaluation.reid import evaluate_reid
 
     details: list[Any] | None = [] if report else None
     scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed,
-                           details=details)
+                           shots=shots, pooling=pooling, rerank=rerank, details=details)
     if report is not None and details:
         from engine.reports import write_reid_report
 
@@ -240,6 +284,35 @@ def train_pcb(
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
     path = train(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    typer.echo(f"checkpoint: {path}")
+
+
+@app.command("train-reid")
+def train_reid(
+    peta_dir: Annotated[Path, typer.Argument(help="PETA folder (its TownCentre, 3DPeS and SARC3D "
+                                             "identities are used).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (resumed when it exists).")],
+    no_attention: Annotated[bool, typer.Option("--no-attention",
+                                               help="Baseline: no attention branch.")] = False,
+    recipe: Annotated[str, typer.Option(help="full (about an hour on a CPU) or short (tests).")
+                      ] = "full",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train the re-ID network with an attention branch (ABN) and its temporal attention.
+
+    Use the result with `--method abn:OUT`.
+    """
+    from indexer.models.reid_abn.train import RECIPES
+    from indexer.models.reid_abn.train import train_reid as train
+
+    if not peta_dir.is_dir():
+        raise TansakuError(f"training folder not found: {peta_dir}")
+    if recipe not in RECIPES:
+        raise TansakuError(f"unknown --recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    try:
+        path = train(peta_dir, out, attention=not no_attention, recipe=recipe, seed=seed)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
     typer.echo(f"checkpoint: {path}")
 
 
@@ -305,6 +378,62 @@ def serve(
     typer.echo(f"tansaku: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or kill: uvicorn has shut down cleanly
         uvicorn.run(create_app(_engine(db), config), host=host, port=port, log_level="warning")
+
+
+@eval_app.command("scenes")
+def eval_scenes(
+    dataset: Annotated[Path, typer.Argument(help="images/, queries/ and boxes.json.")],
+    detector: Annotated[str, typer.Option(help="hog, haar, hog+haar, or none (whole photos).")] = "hog",
+    classifier: Annotated[Path | None, typer.Option(help="Person/not-person classifier file.")] = None,
+    method: Annotated[str, typer.Option(help="Person descriptor: lomo, gog, ...")] = "lomo",
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Person detection (IoU >= 0.5) and search in scene photos: recall, precision, mAP, rank-1."""
+    from engine.evaluation.scenes import evaluate_scenes
+
+    detect = None if detector == "none" else detector
+    _emit_scores(evaluate_scenes(_engine(db), dataset, detect, classifier, method), as_json)
+
+
+@app.command("train-attributes")
+def train_attributes(
+    dataset: Annotated[Path, typer.Argument(help="PETA layout: one folder per subset with Label.txt.")],
+    out: Annotated[Path, typer.Option(help="Model file to write (a resumable .ckpt goes beside it).")],
+    head: Annotated[str, typer.Option(help="plain (DeepMAR) or cnn-rnn.")] = "plain",
+    split: Annotated[str, typer.Option(help="all, pool:K (K = 0..4) or leave-out:SUBSET.")] = "all",
+    epochs: Annotated[int, typer.Option(help="Epochs (cnn-rnn: 6 is what the README used).")] = 20,
+    augment: Annotated[bool, typer.Option("--augment", help="Also train on an augmented view.")] = False,
+    per_person: Annotated[int | None, typer.Option(help="At most N images per person id.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a pedestrian attribute head on PETA labels; re-running resumes from the checkpoint."""
+    from engine.attributes import train_attributes as train
+    from engine.settings import Settings
+    from indexer.models.attributes.train import TrainConf
+
+    if head not in ("plain", "cnn-rnn"):
+        raise TansakuError(f"unknown --head {head!r}; valid: plain, cnn-rnn")
+    conf = TrainConf(head=head, epochs=epochs, seed=seed, augment=augment)
+    cache = Settings.from_env().home / "cache" / "trunk-maps"
+    _emit_json(train(dataset, out, conf, split=split, per_person=per_person, cache=cache))
+
+
+@eval_app.command("attributes")
+def eval_attributes(
+    dataset: Annotated[Path, typer.Argument(help="PETA layout: one folder per subset with Label.txt.")],
+    model: Annotated[Path, typer.Option(help="Model file written by train-attributes.")],
+    fmt: Annotated[str, typer.Option("--format", help="peta.")] = "peta",
+    split: Annotated[str, typer.Option(help="all, pool:K (its test part) or leave-out:SUBSET.")] = "all",
+    per_person: Annotated[int | None, typer.Option(help="At most N images per person id.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Attribute recognition mA and instance accuracy / precision / recall / F1 (PETA's 35)."""
+    from engine.evaluation.attributes import evaluate_attributes
+    from engine.settings import Settings
+
+    cache = Settings.from_env().home / "cache" / "trunk-maps"
+    _emit_scores(evaluate_attributes(dataset, model, fmt, split, per_person, cache), as_json)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -24,23 +24,23 @@ from engine.settings import Settings
 from engine.warm import WarmGalleries
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.errors import ModelLoadError
+from indexer.gallery_index import WHITENING_DEFAULTS, pending_index_path
 from indexer.images import ImageReadError, discover_images, read_image
 from indexer.pipeline import (
-    WHITENING_DEFAULTS,
     EmptyFolderError,
     IndexSummary,
     OverlappingSourceError,
     ProgressCallback,
     index_folder,
-    pending_index_path,
 )
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
+from matcher.attributes import parse_attributes, predicted_names, rank_by_attributes, rescore
 from matcher.rerank import RERANK_MODES, PairMatch, RerankConf, match_pair, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
-from storage.models import Gallery, Image, ImageStatus, IndexRun, Source
+from storage.models import Crop, Gallery, Image, ImageStatus, IndexRun, Source
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,13 @@ class RankedImage:
     relative_path: str = ""  # its path inside that folder
     person_id: int | None = None  # person galleries, when the file name gives them
     camera_id: int | None = None
+    box: list[int] | None = None  # a person found in the scene photo `path` (x, y, w, h)
+    attributes: list[str] | None = None  # predicted attributes (galleries with an attribute model)
 
     def to_json(self) -> dict[str, Any]:
         """One result of `tansaku query --json` (person and camera ids only where known)."""
         return {k: v for k, v in self.__dict__.items()
-                if v is not None or k not in ("person_id", "camera_id")}
+                if v is not None or k not in ("person_id", "camera_id", "box", "attributes")}
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class OpenGallery:
         self.paths = {r.id: r.path for r in rows}  # relative to each image's source folder
         self.rows = {r.id: r for r in rows}
         self.sources = sources  # source id -> absolute folder
+        self.crops: dict[int, tuple[str, list[int]]] = {}  # crop id -> (photo path in its source, box)
         if not files.index_path.exists() or not rows:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
         # an index rebuilt for the committed projection, not yet moved into place by its writer
@@ -174,11 +177,40 @@ class OpenGallery:
         return [self._result(rank, h) for rank, h in enumerate(hits, start=1)]
 
     def _result(self, rank: int, hit: Hit) -> RankedImage:
+        """A detected person is shown as its photo's path and the box."""
         row = self.rows[hit.image_id]
         source = self.sources.get(row.source_id) if row.source_id is not None else None
-        path = str(Path(source) / row.path) if source else row.path
+        rel, box = self.crops.get(hit.image_id, (row.path, None))
+        path = str(Path(source) / rel) if source else rel
+        attrs = None
+        if self.attribute_names is not None:
+            probs = self.store.get(hit.image_id).get("attributes")
+            if probs is not None:
+                attrs = predicted_names(probs.astype(np.float32), self.attribute_names)
         return RankedImage(rank, path, hit.score, hit.inliers, hit.image_id, source or "",
-                           row.path, row.person_id, row.camera_id)
+                           rel, row.person_id, row.camera_id, box, attrs)
+
+    @cached_property
+    def attribute_names(self) -> tuple[str, ...] | None:
+        """Names of the stored attribute probabilities (None: the gallery has no attribute model)."""
+        spec = self.gallery.config.get("attributes")
+        return tuple(spec["names"]) if spec else None
+
+    def attribute_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, probabilities (N, A)) of every indexed image with stored attributes."""
+        ids, probs = [], []
+        for image_id in self.rows:
+            try:
+                arrays = self.store.get(image_id)
+            except KeyError:  # a scene photo: its persons have the arrays
+                continue
+            if "attributes" in arrays:
+                ids.append(image_id)
+                probs.append(arrays["attributes"].astype(np.float32))
+        if not ids:
+            raise TansakuError(f"gallery {self.gallery.name!r} holds no attribute probabilities; index "
+                               "it with --attributes MODEL")
+        return np.array(ids, dtype=np.int64), np.stack(probs)
 
 
 class Engine:
@@ -237,8 +269,12 @@ class Engine:
                 Image.gallery_id == gallery.id, Image.status == ImageStatus.INDEXED)))
             sources = {source.id: source.root for source in session.scalars(
                 select(Source).where(Source.gallery_id == gallery.id))}
-        return OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), sources,
-                           describer)
+            crops = session.execute(select(Crop.image_id, Crop.box, Image.path).join(
+                Image, Image.id == Crop.parent_id).where(Image.gallery_id == gallery.id)).all()
+        opened = OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), sources,
+                             describer)
+        opened.crops = {int(i): (path, list(box)) for i, box, path in crops}
+        return opened
 
     def delete_gallery(self, name: str) -> None:
         """Remove the gallery `name`: its rows (sources, images, runs) and its files folder.
@@ -253,6 +289,8 @@ class Engine:
                 # files left behind could be taken for those of a new gallery given the same id
                 files.remove()
                 with self.sessions() as session:
+                    session.execute(delete(Crop).where(Crop.image_id.in_(
+                        select(Image.id).where(Image.gallery_id == gallery.id))))
                     for table in (Image, IndexRun, Source):  # no reliance on ON DELETE CASCADE
                         session.execute(delete(table).where(table.gallery_id == gallery.id))
                     session.execute(delete(Gallery).where(Gallery.id == gallery.id))
@@ -317,7 +355,7 @@ class Engine:
     # indexing ----------------------------------------------------------------------------------
     def index_folder(
         self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
-        batch_size: int = 16, config: dict[str, Any] | None = None,
+        batch_size: int = 16, config: dict[str, Any] | None = None, ray: str | None = None,
         progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
         contained: bool = False,
     ) -> IndexSummary:
@@ -326,6 +364,7 @@ class Engine:
         A gallery holds any number of folders; `prune` drops the vanished files of this one only.
         `progress` and `cancel` as in `indexer.pipeline.index_folder`; `contained` skips files whose
         real path (symbolic links followed) lies outside `folder`.
+        `ray`: describe the images on Ray Data workers at this address ("local": a local Ray).
         """
         folder = Path(folder).expanduser()
         if not folder.exists():
@@ -343,10 +382,11 @@ class Engine:
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
                                 describer_factory=factory, prune=prune, batch_size=batch_size,
-                                progress=progress, cancel=cancel, contained=contained)
+                                ray_address=ray, progress=progress, cancel=cancel,
+                                contained=contained)
         except (EmptyFolderError, GalleryBusyError, OverlappingSourceError) as exc:
             raise TansakuError(str(exc)) from exc
-        except ModelLoadError as exc:  # a projection file, say
+        except ModelLoadError as exc:  # a projection file, or Ray missing, say
             raise model_error(exc) from exc
 
     def _fit_heads(
@@ -390,35 +430,111 @@ class Engine:
             return row
 
     # querying ----------------------------------------------------------------------------------
+    def save_matches(self, result: QueryResult, folder: str | Path) -> list[Path]:
+        """Each result's image, its person box drawn, as `NN-<name>` in `folder`."""
+        from indexer.models.person_detector.draw import draw_boxes
+
+        out = Path(folder).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for r in result.results:
+            try:
+                pixels = read_image(Path(r.path))
+            except ImageReadError as exc:
+                log.warning("cannot draw %s: %s", exc.path, exc.reason)
+                continue
+            target = out / f"{r.rank:02d}-{Path(r.path).stem}.jpg"
+            draw_boxes(pixels, [r.box] if r.box else [], target)
+            written.append(target)
+        return written
+
+    def query_attributes(self, attributes: str, gallery: str, top_k: int = 10) -> QueryResult:
+        """Rank `gallery` by stored attribute probabilities alone (`query --attr a,b,c`)."""
+        opened = self.open_gallery(gallery)
+        terms = self._attribute_terms(opened, attributes)
+        start = time.perf_counter()
+        ids, probs = opened.attribute_table()
+        hits = [Hit(i, s) for i, s in rank_by_attributes(ids, probs, terms, top_k)]
+        return QueryResult(f"attributes: {attributes}", gallery, opened.ranked(hits),
+                           {"attributes": time.perf_counter() - start})
+
+    @staticmethod
+    def _attribute_terms(opened: OpenGallery, attributes: str) -> list[tuple[int, bool]]:
+        from indexer.models.attributes.peta import COMPLEMENTS
+
+        names = opened.attribute_names
+        if names is None:
+            raise TansakuError(f"gallery {opened.gallery.name!r} has no attribute model; index it with "
+                               "--attributes MODEL")
+        try:
+            return parse_attributes(attributes, names, COMPLEMENTS)
+        except ValueError as exc:
+            raise TansakuError(str(exc)) from exc
+
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
-        rerank: bool = True, conf: RerankConf | None = None,
+        rerank: bool = True, conf: RerankConf | None = None, kreciprocal: bool = False,
+        explain: str | Path | None = None, attributes: str | None = None,
     ) -> QueryResult:
-        """Rank `gallery` for the image at `image`."""
+        """Rank `gallery` for the image (or tracklet folder) at `image`; `kreciprocal` re-ranks a
+        person gallery's shortlist by k-reciprocal encoding; `attributes` re-scores the shortlist by
+        them; with `explain`, write heat maps of each result there (see `matcher.explain`)."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
         opened = self.open_gallery(gallery)
-        pixels = read_query_image(path, opened.describer.max_side)
-        return self.search_pixels(opened, pixels, str(path), top_k, shortlist, rerank, conf)
+        start = time.perf_counter()
+        if path.is_dir():  # a tracklet: crops of one person from one camera
+            frames = self._tracklet_frames(opened, path)
+            pixels, description = frames[0], self._describe_tracklet(opened, frames)
+        else:
+            pixels = read_query_image(path, opened.describer.max_side)
+            start = time.perf_counter()
+            description = opened.describer.describe(pixels)
+        extraction = time.perf_counter() - start
+        result = self.search_description(opened, description, str(path), top_k, shortlist, rerank,
+                                         conf, kreciprocal, attributes, extraction)
+        if explain is not None:
+            self._explain(opened, pixels, result.results, Path(explain).expanduser())
+        return result
 
     def search_pixels(
         self, opened: OpenGallery, pixels: np.ndarray, label: str, top_k: int = 10,
         shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
     ) -> QueryResult:
         """Rank an open gallery for an image already decoded (RGB uint8); `label` names it."""
-        if top_k < 1 or shortlist < 1:
-            raise TansakuError("--top-k and --shortlist must be at least 1")
         start = time.perf_counter()
         description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
+        return self.search_description(opened, description, label, top_k, shortlist, rerank, conf,
+                                       extraction=extraction)
+
+    def search_description(
+        self, opened: OpenGallery, description: Description, label: str, top_k: int = 10,
+        shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
+        kreciprocal: bool = False, attributes: str | None = None, extraction: float = 0.0,
+    ) -> QueryResult:
+        """Rank an open gallery for a query already described; `extraction` is the seconds that
+        describing it took (reported with the search's own stages)."""
+        if top_k < 1 or shortlist < 1:
+            raise TansakuError("--top-k and --shortlist must be at least 1")
+        if kreciprocal and opened.gallery.profile != "person":
+            raise TansakuError("k-reciprocal re-ranking applies to person galleries; landmark "
+                               "galleries re-rank by geometry (--rerank-mode ours|delf)")
+        terms = self._attribute_terms(opened, attributes) if attributes else None
+        depth = max(top_k, shortlist) if terms else top_k
         result = opened.searcher(conf).search(
-            description, top_k=top_k, shortlist=shortlist, rerank=rerank,
-            vector=opened.projected(description),
+            description, top_k=depth, shortlist=shortlist, rerank=rerank,
+            vector=opened.projected(description), kreciprocal=kreciprocal,
         )
         times = {"extraction": extraction, **result.times}
-        return QueryResult(label, opened.gallery.name, opened.ranked(result.hits), times,
-                           description)
+        hits = result.hits
+        if terms and hits:
+            probs = np.stack([opened.store.get(h.image_id)["attributes"].astype(np.float32) for h in hits])
+            final = rescore(np.array([h.score for h in hits]), probs, terms)
+            hits = [Hit(hits[i].image_id, float(final[i]), hits[i].inliers)
+                    for i in np.argsort(-final, kind="stable")][:top_k]
+        return QueryResult(label, opened.gallery.name, opened.ranked(hits), times, description)
 
     def match(
         self, opened: OpenGallery, query: Description, image_id: int, conf: RerankConf | None = None
@@ -432,6 +548,50 @@ class Engine:
             none = np.zeros((0, 2), np.float32)
             return PairMatch(none, none, 0)
         return match_pair(query.local, stored.local, conf or opened.default_rerank())
+
+    @staticmethod
+    def _tracklet_frames(opened: OpenGallery, folder: Path) -> list[np.ndarray]:
+        if opened.gallery.profile != "person":
+            raise TansakuError(f"a folder query is a tracklet of person crops; gallery "
+                               f"{opened.gallery.name!r} has profile {opened.gallery.profile!r}")
+        frames = list(_readable(sorted(discover_images(folder)), opened.describer.max_side))
+        if not frames:
+            raise TansakuError(f"no readable image in the query folder {folder}")
+        return frames
+
+    @staticmethod
+    def _describe_tracklet(opened: OpenGallery, frames: list[np.ndarray]) -> Description:
+        """One description of a tracklet: its frames' vectors pooled by the method's temporal
+        attention (abn:CKPT) or by their mean."""
+        from indexer.extractors.abn import abn_checkpoint, abn_frame_scores
+
+        vectors = np.stack([d.global_vector for d in opened.describer.describe_batch(frames)])
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method)
+        weights = np.full(len(frames), 1.0 / len(frames))
+        if ckpt is not None:
+            scores = abn_frame_scores(frames, ckpt)
+            weights = np.exp(scores - scores.max())
+            weights /= weights.sum()
+        return Description((weights[:, None] * vectors).sum(0).astype(np.float32), None)
+
+    def _explain(self, opened: OpenGallery, pixels: np.ndarray, ranked: list[RankedImage],
+                 out_dir: Path) -> list[Path]:
+        """Heat-map panels of the query and each result (person galleries with `abn:CKPT`)."""
+        from matcher.explain import abn_checkpoint, explain_results
+
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method) if opened.gallery.profile == "person" else None
+        if ckpt is None:
+            raise TansakuError(f"--explain needs a person gallery described by abn:CKPT; "
+                               f"gallery {opened.gallery.name!r} uses {method or 'no person method'}")
+        try:
+            results = [(r.path, read_image(Path(r.path))) for r in ranked]
+            return explain_results(ckpt, pixels, results, out_dir)
+        except ImageReadError as exc:
+            raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
+        except ModelLoadError as exc:
+            raise TansakuError(str(exc)) from exc
 
 
 def read_query_image(path: Path, max_side: int | None = None) -> np.ndarray:
@@ -505,10 +665,34 @@ def _described(config: dict[str, Any]) -> str:
 
 
 def profile_config(
-    profile: str, method: str | None = None, model: str | None = None
+    profile: str, method: str | None = None, model: str | None = None, detect: str | None = None,
+    attributes: str | Path | None = None, classifier: str | Path | None = None,
 ) -> dict[str, Any] | None:
     """A new gallery's configuration: the profile's preset, the person descriptor or the landmark
-    model overridden (None: the preset)."""
+    model overridden, people detected in scene photos (`detect`: hog, haar or hog+haar, with an
+    optional person `classifier` file), attribute probabilities kept (`attributes`: a model file)."""
+    if detect is not None or attributes is not None:
+        if profile != "person":
+            raise TansakuError("--detect and --attributes apply to person galleries (--profile person)")
+        config = profile_config(profile, method) or resolve_profile(profile)
+        if detect is not None:
+            from indexer.models.person_detector.detect import DETECTORS
+
+            if detect not in DETECTORS:
+                raise TansakuError(f"unknown detector {detect!r}; valid: {', '.join(DETECTORS)}")
+            config["detect"] = {"detector": detect,
+                                "classifier": str(_model_file(classifier)) if classifier else None}
+        if attributes is not None:
+            from indexer.errors import ModelLoadError
+            from indexer.models.attributes.model import load_attribute_model
+
+            path = _model_file(attributes)
+            try:
+                names = load_attribute_model(path).names
+            except ModelLoadError as exc:
+                raise TansakuError(str(exc)) from exc
+            config["attributes"] = {"model": str(path), "names": list(names)}
+        return config
     if model is not None:
         if profile != "landmark":
             raise TansakuError("--model applies to landmark galleries (--profile landmark)")
@@ -529,6 +713,13 @@ def profile_config(
     config = resolve_profile(profile)
     config["global"]["conf"]["method"] = method
     return config
+
+
+def _model_file(path: str | Path) -> Path:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise TansakuError(f"model file not found: {resolved}")
+    return resolved
 
 
 def rerank_conf(mode: str | None = None, verifier: str | None = None) -> RerankConf | None:

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from engine.errors import TansakuError
 from indexer.describe import Describer
-from storage.feature_store import FeatureStore
+from storage.feature_store import Arrays, Store
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun
 
@@ -38,17 +38,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class SharedFeatureStore(FeatureStore):
-    """A feature store whose read cache may be used by several query threads at once."""
+class SharedFeatureStore:
+    """A gallery's feature store whose reads may come from several query threads at once (the
+    store's read cache and file handles are guarded by one lock); a warm gallery never writes."""
 
-    def __init__(self, root: str | Path, cache_size: int = 512) -> None:
-        super().__init__(root, cache_size)
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._lock = threading.Lock()
 
-    def get(self, image_id: int) -> dict[str, np.ndarray]:
-        """Arrays stored for `image_id` (see FeatureStore.get), one reader of the cache at a time."""
+    def get(self, image_id: int) -> Arrays:
         with self._lock:
-            return super().get(image_id)
+            return self._store.get(image_id)
+
+    def get_many(self, image_ids: list[int]) -> list[Arrays]:
+        with self._lock:
+            return self._store.get_many(image_ids)
+
+    def ids(self) -> set[int]:
+        with self._lock:
+            return self._store.ids()
+
+    def nbytes(self) -> int:
+        return self._store.nbytes()
+
+    def put(self, image_id: int, arrays: Arrays) -> None:
+        raise PermissionError("a warm gallery is read-only")
+
+    def delete(self, image_id: int) -> None:
+        raise PermissionError("a warm gallery is read-only")
+
+    def flush(self) -> None:
+        """Nothing to write."""
 
 
 @dataclass
@@ -106,7 +126,7 @@ class WarmGalleries:
 
     def version(self, gallery: Gallery) -> tuple[Any, ...]:
         """What identifies the gallery's state on disk; a new value means open it again."""
-        from indexer.pipeline import pending_index_path
+        from indexer.gallery_index import pending_index_path
 
         files = GalleryFiles(self.engine.settings.home, gallery.id)
         pending = pending_index_path(files, gallery.config)
@@ -137,7 +157,7 @@ class WarmGalleries:
         if dim != opened.index.dim:  # mid-way through a projection switch by another process
             raise TansakuError(f"gallery {name!r} is being re-indexed ({opened.index.dim}-d index, "
                                f"{dim}-d vectors); try again in a moment")
-        opened.store = SharedFeatureStore(opened.store.root)
+        opened.store = SharedFeatureStore(opened.store)
         return opened
 
 

@@ -5,18 +5,13 @@ FAISS file and its features are in the store. Rows are created PENDING first (wh
 ids), work is checkpointed (FAISS saved, then SQL committed), and every run starts by reconciling the
 three stores, so a run killed at any point is finished by the next one with nothing duplicated.
 
-A landmark gallery whose configuration asks for it (`"whitening"`) learns PCA-whitening from its own
-stored global vectors once it holds enough images, and learns it again each time it has grown by
-the configured factor; the FAISS index is then rebuilt from the stored raw vectors. The switch is
-two-phase: the new index is written under a name tied to the new projection, the configuration is
-committed, and only then is the index moved into place, so a run killed in between is rolled
-forward (or back) by `finish_projection_switch`.
+The gallery's index life-cycle (PCA-whitening learned as it grows, the two-phase, crash-safe index
+switch) lives in `indexer.gallery_index`; this module calls it at the start and end of each run.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,24 +27,23 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from indexer.describe import Describer, to_arrays
+from indexer.distributed import Described, describe_files
+from indexer.gallery_index import (
+    finish_projection_switch,
+    rebuild_index,
+    refresh_index,
+    refresh_whitening,
+)
 from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
-from indexer.projections import pca_whitening
 from indexer.projections.gallery import Projector, load_projector
-from storage.feature_store import FeatureStore
+from indexer.scenes import SceneCropper, add_crops, crop_parents, drop_crops
+from storage.feature_store import Store
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, Source, utcnow
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
-
-WHITENING_DEFAULTS: dict[str, Any] = {
-    "min_images": 300,  # no whitening below this: raw global vectors (fewer over-fit it)
-    "refit_growth": 1.5,  # learn it again once the gallery is this many times larger
-    "dim": None,  # components kept (None: all the data supports, min(N - 1, D))
-    "shrinkage": 1.0,  # eigenvalue floor, x their mean (see pca_whitening.fit)
-    "max_sample": 20000,  # vectors it is learned from, at most
-}
 
 
 class EmptyFolderError(ValueError):
@@ -91,7 +85,7 @@ class _Task:
 
 
 def reconcile(
-    session: Session, gallery: Gallery, index: VectorIndex | None, store: FeatureStore
+    session: Session, gallery: Gallery, index: VectorIndex | None, store: Store
 ) -> int:
     """Bring SQL, FAISS and the feature store into agreement after an interrupted run.
 
@@ -107,10 +101,18 @@ def reconcile(
     for image_id in on_disk - {r.id for r in rows}:
         store.delete(image_id)
     reset = 0
+    detect = bool(gallery.config.get("detect"))
+    parents = crop_parents(session, gallery.id) if detect else {}
+    by_id = {r.id: r for r in rows}
     for row in rows:
+        if detect and row.id not in parents:
+            continue  # a scene photo: no vector of its own
         if row.status == ImageStatus.INDEXED and (row.id not in in_index or row.id not in on_disk):
             row.status = ImageStatus.PENDING
             reset += 1
+            photo = by_id.get(parents.get(row.id, -1))
+            if photo is not None:
+                photo.status = ImageStatus.PENDING
     if stale or reset:
         log.info("reconciled %s: %d stale vectors dropped, %d images to redo",
                  gallery.name, len(stale), reset)
@@ -142,8 +144,11 @@ def _plan(
     session: Session, source: Source, folder: Path, paths: list[Path], summary: IndexSummary
 ) -> tuple[list[_Task], list[Image]]:
     """Hash every file; create or update rows; return the work to do and rows whose file is gone
-    (only the source's: other folders of the gallery are not looked at)."""
-    rows = {r.path: r for r in session.scalars(select(Image).where(Image.source_id == source.id))}
+    (only the source's: other folders of the gallery are not looked at). Rows of persons
+    detected in a photo (`index --detect`) are not files and are left out."""
+    crops = set(crop_parents(session, source.gallery_id))
+    rows = {r.path: r for r in session.scalars(select(Image).where(Image.source_id == source.id))
+            if r.id not in crops}
     tasks: list[_Task] = []
     seen: set[str] = set()
     for path in tqdm(paths, desc="scanning", unit="file", leave=False):
@@ -195,18 +200,14 @@ def _batches(tasks: list[_Task], size: int) -> Iterator[list[_Task]]:
         yield tasks[start : start + size]
 
 
-def _read(task: _Task, max_side: int | None) -> np.ndarray | ImageReadError:
-    try:
-        return read_image(task.path, max_side)
-    except ImageReadError as exc:
-        return exc
-
-
 class _Checkpointer:
-    """Saves FAISS then commits SQL, at most every `every` seconds (and when asked to force)."""
+    """Flushes the feature store, saves FAISS, then commits SQL, at most every `every` seconds
+    (and when asked to force)."""
 
-    def __init__(self, session: Session, index: VectorIndex, files: GalleryFiles, every: float):
+    def __init__(self, session: Session, index: VectorIndex, files: GalleryFiles, every: float,
+                 store: Store):
         self.session, self.index, self.files, self.every = session, index, files, every
+        self.store = store
         self.last = time.monotonic()
         self.dirty = False
 
@@ -214,20 +215,70 @@ class _Checkpointer:
         if not force and time.monotonic() - self.last < self.every:
             return
         if self.dirty:
+            self.store.flush()
             self.index.save(self.files.index_path)
         self.session.commit()
         self.last, self.dirty = time.monotonic(), False
 
 
-def _process_batch(
-    batch: list[_Task], describer: Describer, session: Session, index: VectorIndex,
-    store: FeatureStore, summary: IndexSummary, pool: ThreadPoolExecutor,
-    projector: Projector | None,
-) -> None:
+def _scene_crops(
+    good: list[tuple[_Task, np.ndarray]], cropper: SceneCropper, session: Session, index: VectorIndex,
+    store: Store,
+) -> list[tuple[_Task, np.ndarray]]:
+    """Photos -> their person crops as tasks; the photos' rows are INDEXED with them (see scenes.py)."""
+    out = []
+    for task, image in good:
+        photo = session.get(Image, task.image_id)
+        assert photo is not None
+        drop_crops(session, photo.id, index, store)
+        boxes, scores = cropper.boxes(image)
+        for row, pixels in add_crops(session, photo, image, boxes, scores):
+            out.append((_Task(row.id, task.path, row.path, task.digest, 0), pixels))
+        photo.height, photo.width = image.shape[:2]
+        photo.status, photo.error = ImageStatus.INDEXED, None
+    return out
+
+
+def _read(task: _Task, max_side: int | None) -> np.ndarray | ImageReadError:
+    try:
+        return read_image(task.path, max_side)
+    except ImageReadError as exc:
+        return exc
+
+
+def _describe_scenes(
+    batch: list[_Task], describer: Describer, cropper: SceneCropper, session: Session,
+    index: VectorIndex, store: Store, pool: ThreadPoolExecutor,
+) -> tuple[list[_Task], list[Described]]:
+    """Scene photos -> (crop tasks, their descriptions); unreadable photos stay in the batch as
+    failures. Detection needs the decoded photo here, in the writer, which creates the crop rows."""
     images = list(pool.map(_read, batch, [describer.max_side] * len(batch)))
+    failed = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, ImageReadError)]
     good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
-    for task, result in zip(batch, images, strict=True):
-        if isinstance(result, ImageReadError):
+    crops = _scene_crops(good, cropper, session, index, store)
+    descriptions = describer.describe_batch([im for _, im in crops]) if crops else []
+    tasks = [t for t, _ in failed] + [t for t, _ in crops]
+    described: list[Described] = [(err, None) for _, err in failed]
+    described += [(im.shape[:2], d) for (_, im), d in zip(crops, descriptions, strict=True)]
+    return tasks, described
+
+
+def _describe_here(
+    batch: list[_Task], describer: Describer, pool: ThreadPoolExecutor
+) -> list[Described]:
+    """Read and describe a batch in this process (files read by two threads)."""
+    return describe_files(describer, [t.path for t in batch], pool.map)
+
+
+def _process_batch(
+    batch: list[_Task], described: list[Described], session: Session, index: VectorIndex,
+    store: Store, summary: IndexSummary, projector: Projector | None, local_dtype: str,
+) -> None:
+    """Store what was made of a batch: features, vectors, rows (the single writer)."""
+    good = [(t, shape, d) for t, (shape, d) in zip(batch, described, strict=True) if d is not None]
+    for task, (result, desc) in zip(batch, described, strict=True):
+        if desc is None:
+            assert isinstance(result, ImageReadError)
             row = session.get(Image, task.image_id)
             assert row is not None
             index.remove(np.array([task.image_id]))
@@ -235,17 +286,15 @@ def _process_batch(
             _record_failure(session, None, row, task.rel, result.reason, summary)
     if not good:
         return
-    descriptions = describer.describe_batch([im for _, im in good])
-    local_dtype = (describer.config.get("store") or {}).get("local", "float16")
-    for (task, _), desc in zip(good, descriptions, strict=True):
+    for task, _, desc in good:
         store.put(task.image_id, to_arrays(desc, local_dtype))
-    ids = np.array([t.image_id for t, _ in good], dtype=np.int64)
-    vectors = np.stack([d.global_vector for d in descriptions])
+    ids = np.array([t.image_id for t, _, _ in good], dtype=np.int64)
+    vectors = np.stack([d.global_vector for _, _, d in good])
     index.add(ids, projector(vectors) if projector else vectors)
-    for task, image in good:
+    for task, shape, _ in good:
         row = session.get(Image, task.image_id)
         assert row is not None
-        row.height, row.width = image.shape[:2]
+        row.height, row.width = shape  # type: ignore[misc]
         row.status, row.error = ImageStatus.INDEXED, None
     summary.indexed += len(good)
 
@@ -259,15 +308,18 @@ def index_folder(
     prune: bool = False,
     batch_size: int = 16,
     checkpoint_seconds: float = 30.0,
+    ray_address: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     contained: bool = False,
 ) -> IndexSummary:
     """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees.
 
-    `progress` is told after each batch how far the run is; `cancel`, checked between batches,
-    stops the run as Ctrl-C does (`IndexCancelled`; the work so far is saved). `contained` skips
-    files whose real path lies outside `folder` (symbolic links pointing out).
+    With `ray_address` the images are described by Ray Data workers (`indexer.distributed`;
+    "local" starts a local Ray instance) and this process stays the single writer. `progress` is
+    told after each batch how far the run is; `cancel`, checked between batches, stops the run as
+    Ctrl-C does (`IndexCancelled`; the work so far is saved). `contained` skips files whose real
+    path lies outside `folder` (symbolic links pointing out).
     """
     folder = folder.resolve()
     if not folder.is_dir():
@@ -287,7 +339,8 @@ def index_folder(
         source = source_for(session, gallery, folder)
         run = IndexRun(gallery_id=gallery.id, root=str(folder), status=RunStatus.RUNNING)
         session.add(run)
-        store = files.features()
+        _migrate_features(files)
+        store = files.features(writable=True)
         index = VectorIndex.load(files.index_path) if files.index_path.exists() else None
         reconcile(session, gallery, index, store)
         tasks, gone = _plan(session, source, folder, paths, summary)
@@ -306,14 +359,15 @@ def index_folder(
             if projector is not None:
                 dim = projector(np.zeros((1, dim), np.float32)).shape[1]
             index = VectorIndex(dim, gallery.config["metric"])
-        checkpoint = _Checkpointer(session, index, files, checkpoint_seconds)
+        checkpoint = _Checkpointer(session, index, files, checkpoint_seconds, store)
         try:
             if prune:
                 _prune(session, gone, index, store, summary)
             _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size,
-                       projector, progress, cancel)
+                       projector, ray_address, progress, cancel)
             checkpoint(force=True)  # what was indexed is safe before the whitening is learned
             checkpoint.index = index = refresh_whitening(session, gallery, files, index)
+            checkpoint.index = index = refresh_index(session, gallery, files, index)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt | IndexCancelled)
             run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -332,25 +386,58 @@ def _inside(path: Path, folder: Path) -> bool:
     return False
 
 
+def _migrate_features(files: GalleryFiles) -> None:
+    """Move a gallery's per-image `.npz` feature files (before packing) into its packed store."""
+    count = files.unmigrated_features()
+    if not count:
+        return
+    log.info("migrating %d feature files of %s into a packed store", count, files.root)
+    with logging_redirect_tqdm():
+        for _ in tqdm(files.migrate_features(), total=count, desc="migrating features", unit="img"):
+            pass
+
+
 def _run_tasks(
     tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
-    store: FeatureStore, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
-    projector: Projector | None, progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
+    store: Store, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
+    projector: Projector | None, ray_address: str | None = None,
+    progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
 ) -> None:
     if progress is not None:
         progress(0, len(tasks), summary)
     if not tasks or describer is None:
         return
+    detect = describer.config.get("detect")
+    cropper = SceneCropper(detect) if detect else None
     checkpoint(force=True)  # the PENDING rows exist before any extraction starts
+    local_dtype = (describer.config.get("store") or {}).get("local", "float16")
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
         done = 0
-        for batch in _batches(tasks, batch_size):
-            if cancel is not None and cancel.is_set():
-                raise IndexCancelled(f"cancelled after {done} of {len(tasks)} images")
-            _process_batch(batch, describer, session, index, store, summary, pool, projector)
+
+        def batches() -> Iterator[list[_Task]]:  # checked before a batch is described
+            for batch in _batches(tasks, batch_size):
+                if cancel is not None and cancel.is_set():
+                    raise IndexCancelled(f"cancelled after {done} of {len(tasks)} images")
+                yield batch
+
+        results: Iterator[tuple[list[Any], list[Described]]]
+        if cropper is not None:
+            if ray_address is not None:
+                raise ValueError("--ray does not yet describe scene photos (--detect galleries): "
+                                 "detection runs in the writer")
+            results = (_describe_scenes(b, describer, cropper, session, index, store, pool)
+                       for b in batches())
+        elif ray_address is None:
+            results = ((b, _describe_here(b, describer, pool)) for b in batches())
+        else:
+            from indexer.distributed import describe_on_ray
+
+            results = describe_on_ray(tasks, describer.config, ray_address, batch_size)
+        for batch, described in results:
+            _process_batch(batch, described, session, index, store, summary, projector,
+                           local_dtype)
             checkpoint.dirty = True
             checkpoint()
             bar.update(len(batch))
@@ -360,11 +447,12 @@ def _run_tasks(
 
 
 def _prune(
-    session: Session, gone: list[Image], index: VectorIndex, store: FeatureStore,
+    session: Session, gone: list[Image], index: VectorIndex, store: Store,
     summary: IndexSummary,
 ) -> None:
     index.remove(np.array([row.id for row in gone], dtype=np.int64))
     for row in gone:
+        drop_crops(session, row.id, index, store)
         store.delete(row.id)
         session.delete(row)
     summary.pruned = len(gone)
@@ -376,112 +464,3 @@ def _finish(run: IndexRun, summary: IndexSummary, checkpoint: _Checkpointer) -> 
     run.finished_at = utcnow()
     checkpoint.dirty = True
     checkpoint(force=True)
-
-
-def refresh_whitening(
-    session: Session, gallery: Gallery, files: GalleryFiles, index: VectorIndex
-) -> VectorIndex:
-    """Learn the gallery's PCA-whitening again if its configuration asks and it has grown enough.
-
-    Returns the index to use from now on (the same one when nothing was learned).
-    """
-    if not gallery.config.get("whitening"):
-        return index
-    spec = {**WHITENING_DEFAULTS, **gallery.config["whitening"]}
-    ids = index.ids()
-    fitted_on = int((gallery.config.get("projection") or {}).get("images", 0))
-    if len(ids) < spec["min_images"] or (fitted_on and len(ids) < spec["refit_growth"] * fitted_on):
-        return index
-    raw = _stored_globals(files, ids)  # read once: learned from (a sample of), then projected
-    sample = raw
-    if len(raw) > spec["max_sample"]:
-        sample = raw[np.sort(np.random.default_rng(0).choice(len(raw), spec["max_sample"],
-                                                             replace=False))]
-    model = pca_whitening.fit(sample, spec["dim"], whiten=True, shrinkage=spec["shrinkage"])
-    name = f"whitening-{time.time_ns()}.npz"
-    model.save(files.path(name))
-    log.info("learned PCA-whitening of %s from %d global vectors (%d dims)", gallery.name,
-             len(sample), model.projection.shape[0])
-    projection = {"kind": pca_whitening.PCAWhitening.kind, "file": name, "images": len(ids)}
-    new_index = switch_projection(session, gallery, files, {**gallery.config, "projection": projection},
-                                  ids.tolist(), raw)
-    _remove_unused_whitening(files, gallery.config)
-    return new_index
-
-
-def pending_index_path(files: GalleryFiles, config: dict[str, Any]) -> Path | None:
-    """Where an index rebuilt for the configuration's projection waits to be moved into place."""
-    spec = config.get("projection")
-    return files.path(f"{files.index_path.name}.{Path(spec['file']).stem}") if spec else None
-
-
-def switch_projection(
-    session: Session, gallery: Gallery, files: GalleryFiles, config: dict[str, Any], ids: list[int],
-    raw: np.ndarray | None = None,
-) -> VectorIndex:
-    """Give the gallery configuration `config` (a new projection) and an index rebuilt to match.
-
-    `raw` holds the stored global vectors of `ids` when the caller has read them already.
-    """
-    pending = pending_index_path(files, config)
-    assert pending is not None
-    index = _project_stored(files, config, ids, raw)
-    index.save(pending)
-    gallery.config = config
-    session.commit()
-    _move_into_place(pending, files.index_path)
-    return index
-
-
-def _move_into_place(src: Path, dst: Path) -> None:
-    os.replace(src, dst)
-
-
-def finish_projection_switch(files: GalleryFiles, config: dict[str, Any]) -> None:
-    """Complete a projection switch that was cut short: an index rebuilt for the committed
-    projection is moved into place; one rebuilt for a projection never committed is dropped, and
-    so is a whitening learned but never committed."""
-    pending = pending_index_path(files, config)
-    for leftover in files.root.glob(f"{files.index_path.name}.*"):
-        if leftover == pending:
-            log.info("finishing an interrupted projection switch: %s", leftover.name)
-            _move_into_place(leftover, files.index_path)
-        else:
-            leftover.unlink(missing_ok=True)
-    _remove_unused_whitening(files, config)
-
-
-def _remove_unused_whitening(files: GalleryFiles, config: dict[str, Any]) -> None:
-    """Delete whitening files the configuration does not name (replaced, or never committed)."""
-    current = (config.get("projection") or {}).get("file")
-    for learned in files.root.glob("whitening-*.npz"):
-        if learned.name != current:
-            learned.unlink(missing_ok=True)
-
-
-def _stored_globals(files: GalleryFiles, ids: Any) -> np.ndarray:
-    """The raw global vectors of `ids` from the feature store, (N, D) float32."""
-    store = files.features()
-    return np.stack([store.get(int(i))["global"] for i in ids]).astype(np.float32)
-
-
-def _project_stored(
-    files: GalleryFiles, config: dict[str, Any], ids: list[int], raw: np.ndarray | None = None
-) -> VectorIndex:
-    """A new index of the stored raw global vectors of `ids`, through the config's projection."""
-    projector = load_projector(config, files.root)
-    raw = _stored_globals(files, ids) if raw is None else raw
-    vectors = projector(raw) if projector else raw
-    index = VectorIndex(vectors.shape[1], config["metric"])
-    index.add(np.asarray(ids, dtype=np.int64), vectors)
-    return index
-
-
-def rebuild_index(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:
-    """Rebuild the gallery's FAISS index from the raw vectors in its feature store (no extraction).
-
-    Used when the vectors no longer fit the index; the new index replaces the old one atomically.
-    """
-    index = _project_stored(files, config, ids)
-    index.save(files.index_path)
-    return index

@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.describe import Description, local_from_arrays
 from matcher.rerank import RerankConf, StageTimes, count_inliers, expanded_query, order_by_inliers
-from storage.feature_store import FeatureStore
+from storage.feature_store import Store
 from storage.vector_index import VectorIndex
 
 
@@ -36,7 +36,7 @@ class SearchResult:
 class Searcher:
     """Searches one gallery: its FAISS index and its feature store."""
 
-    def __init__(self, index: VectorIndex, store: FeatureStore, conf: RerankConf | None = None):
+    def __init__(self, index: VectorIndex, store: Store, conf: RerankConf | None = None):
         self.index = index
         self.store = store
         self.conf = conf or RerankConf()
@@ -49,8 +49,12 @@ class Searcher:
         rerank: bool = True,
         exclude: frozenset[int] = frozenset(),
         vector: np.ndarray | None = None,
+        kreciprocal: bool = False,
     ) -> SearchResult:
-        """Rank the gallery for `query`; `vector` overrides the query's global vector (projections)."""
+        """Rank the gallery for `query`; `vector` overrides the query's global vector (projections).
+
+        `kreciprocal` re-ranks the global shortlist by k-reciprocal encoding (person galleries,
+        which have no local features to verify)."""
         times = StageTimes()
         start = time.perf_counter()
         depth = max(top_k, shortlist) + len(exclude)
@@ -59,7 +63,7 @@ class Searcher:
         start = times.add("search", start)
         if rerank and query.local is not None and hits:
             head = hits[:shortlist]
-            candidates = [local_from_arrays(self.store.get(h.image_id)) for h in head]
+            candidates = [local_from_arrays(a) for a in self.store.get_many([h.image_id for h in head])]
             times.add("loading", start)
             inliers = count_inliers(query.local, candidates, self.conf, times)
             start = time.perf_counter()
@@ -68,7 +72,20 @@ class Searcher:
                         if inliers[k] >= self.conf.min_inliers]
             hits = verified + self._unverified(vec, hits, head, inliers, verified, depth, exclude)
             times.add("expansion", start)
+        if kreciprocal and hits:
+            hits = self._kreciprocal(vec, hits, shortlist)
+            times.add("kreciprocal", start)
         return SearchResult(hits[:top_k], times.seconds)
+
+    def _kreciprocal(self, vec: np.ndarray, hits: list[Hit], shortlist: int) -> list[Hit]:
+        """The shortlist in k-reciprocal order (scores: minus the re-ranked distance), then the rest."""
+        from matcher.kreciprocal import rerank_shortlist
+
+        head = hits[:shortlist]
+        dist = rerank_shortlist(vec, self.index.reconstruct([h.image_id for h in head]))
+        order = np.argsort(dist, kind="stable")
+        return [Hit(head[k].image_id, -float(dist[k]), head[k].inliers) for k in order] + \
+            hits[shortlist:]
 
     def _global(self, vec: np.ndarray, depth: int, exclude: frozenset[int]) -> list[Hit]:
         """FAISS ranking, best first, with similarity-like scores (higher is closer)."""

@@ -11,7 +11,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -105,6 +105,22 @@ class Image(Base):
 
     gallery: Mapped[Gallery] = relationship(back_populates="images")
     source: Mapped[Source | None] = relationship()
+
+
+class Crop(Base):
+    """A person found in a scene photo (`index --detect`): an image row of its own (its id is in
+    FAISS and the feature store like any image's), the photo's row and the box (x, y, w, h).
+
+    A table of its own so galleries without detection and older databases are unchanged; the
+    photo's own row is INDEXED without a vector once all its crops are.
+    """
+
+    __tablename__ = "crops"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    box: Mapped[list[int]] = mapped_column(JSON)
+    score: Mapped[float] = mapped_column(Float)
 
 
 class IndexRun(Base):

@@ -200,3 +200,26 @@ def test_evaluate_market_applies_the_protocol(tmp_path: Path) -> None:
     assert result["rank1"] == 0.0 and result["rank5"] == 100.0
     assert result["mAP"] == 50.0 and result["mINP"] == 50.0
     assert isinstance(split, MarketSplit)
+
+
+def test_evaluate_viper_reranks_and_fits_stages_on_each_training_half() -> None:
+    X, ps = _synthetic_viper(np.random.default_rng(0))
+
+    class RecordingStage:
+        calls: list[tuple[int, int]] = []
+
+        def fit(self, X: np.ndarray, pids: np.ndarray, camids: np.ndarray) -> RecordingStage:
+            RecordingStage.calls.append((len(X), len(np.unique(camids))))
+            return self
+
+        def transform(self, X: np.ndarray, camids: np.ndarray | None = None) -> np.ndarray:
+            assert camids is not None and len(camids) == len(X)
+            return X
+
+    plain = evaluate_viper(X, ps, "xqda", trials=2, stages=RecordingStage)
+    assert RecordingStage.calls == [(200, 2), (200, 2)]
+    reranked = evaluate_viper(X, ps, "xqda", trials=2, rerank="kreciprocal")
+    assert set(reranked) == FIELDS and reranked["rank1"] >= 80
+    assert plain == evaluate_viper(X, ps, "xqda", trials=2)
+    with pytest.raises(ValueError, match="unknown re-ranking"):
+        evaluate_viper(X, ps, "xqda", trials=1, rerank="qe")

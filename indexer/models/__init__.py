@@ -1,0 +1,2 @@
+"""Trained models, each with its module, its training and its loader in one sub-package:
+attribute heads, person detector, re-ID attention network."""

@@ -1,0 +1,1 @@
+"""Pedestrian attribute recognition on EfficientNet-Lite0: PETA reader, heads, training, loader."""
