@@ -16,7 +16,7 @@ $(BASE): pyproject.toml
 	touch $@
 
 $(DEV): $(BASE)
-	$(PIP) -e ".[dev,delg,postgres,ray]"
+	$(PIP) -e ".[dev,delg,postgres,ray,serve]"
 	touch $@
 
 demo: $(BASE)  ## build a demo gallery from bundled sample photos and query it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -29,6 +30,8 @@ RerankModeOption = Annotated[str | None, typer.Option(
     "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's. "
     "Person galleries (query): kreciprocal (Zhong et al. 2017).")]
 VerifierOption = Annotated[str | None, typer.Option(help="degensac, magsac or ransac.")]
+ReportOption = Annotated[Path | None, typer.Option(
+    "--report", help="Also write a self-contained HTML report with pictures to this file.")]
 
 
 def _engine(db: str | None) -> Any:
@@ -105,7 +108,8 @@ def query(
         "--attr", help="Attributes, e.g. personalFemale,carryingBackpack: rank by them alone, or "
         "with IMAGE re-score its shortlist.")] = None,
     save_matches: Annotated[Path | None, typer.Option(
-        help="Write each result's photo with the person's box drawn into this folder.")] = None,
+        "--save-matches", help="Write each result's picture into this folder: the match view (PNG) "
+        "in landmark galleries, the photo with the person's box drawn in person galleries.")] = None,
     explain: Annotated[Path | None, typer.Option(
         help="Write heat maps of the query and each result here (person galleries with abn:CKPT).")
     ] = None,
@@ -118,17 +122,23 @@ def query(
     engine = _engine(db)
     if image is None and not attr:
         raise TansakuError("give a query IMAGE, --attr, or both")
+    conf = rerank_conf(rerank_mode if rerank_mode != "kreciprocal" else None, verifier)
     if image is None:
         result = engine.query_attributes(attr, gallery, top_k=top_k)
     else:
         kreciprocal = rerank_mode == "kreciprocal"  # person galleries: k-reciprocal re-ranking
         result = engine.query(image, gallery, top_k=top_k, shortlist=shortlist,
-                              rerank=not no_rerank and not kreciprocal,
-                              conf=rerank_conf(None if kreciprocal else rerank_mode, verifier),
+                              rerank=not no_rerank and not kreciprocal, conf=conf,
                               kreciprocal=kreciprocal and not no_rerank, explain=explain,
                               attributes=attr)
     if save_matches is not None:
-        engine.save_matches(result, save_matches)
+        if engine.get_gallery(gallery).profile == "person":
+            written = engine.save_matches(result, save_matches)
+        else:
+            from engine.reports import save_match_views
+
+            written = save_match_views(engine, result, save_matches, conf)
+        typer.echo(f"saved {len(written)} pictures in {save_matches}", err=True)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -193,6 +203,7 @@ def eval_retrieval(
     model: ModelOption = None,
     rerank_mode: RerankModeOption = None,
     verifier: VerifierOption = None,
+    report: ReportOption = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -200,9 +211,14 @@ def eval_retrieval(
     from engine.core import profile_config, rerank_conf
     from engine.evaluation.retrieval import evaluate_retrieval
 
+    details: list[Any] | None = [] if report else None
     scores = evaluate_retrieval(_engine(db), dataset, fmt, rerank=not no_rerank,
                                 shortlist=shortlist, conf=rerank_conf(rerank_mode, verifier),
-                                config=profile_config("landmark", model=model))
+                                config=profile_config("landmark", model=model), details=details)
+    if report is not None and details:
+        from engine.reports import write_retrieval_report
+
+        typer.echo(f"report: {write_retrieval_report(report, scores, details[0])}", err=True)
     _emit_scores(scores, as_json)
 
 
@@ -217,6 +233,7 @@ def eval_reid(
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR, multishot).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    report: ReportOption = None,
     shots: Annotated[int | None, typer.Option(
         help="Frames per tracklet (multishot; default: all).")] = None,
     pooling: Annotated[str, typer.Option(
@@ -228,8 +245,13 @@ def eval_reid(
     """Re-identification CMC / mAP / mINP on VIPeR, a Market-1501 layout or tracklets."""
     from engine.evaluation.reid import evaluate_reid
 
+    details: list[Any] | None = [] if report else None
     scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed,
-                           shots=shots, pooling=pooling, rerank=rerank)
+                           shots=shots, pooling=pooling, rerank=rerank, details=details)
+    if report is not None and details:
+        from engine.reports import write_reid_report
+
+        typer.echo(f"report: {write_reid_report(report, scores, details)}", err=True)
     _emit_scores(scores, as_json)
 
 
@@ -318,6 +340,44 @@ def train_delg(
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
     typer.echo(f"heads: {path}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; other than localhost needs --token.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    allow_root: Annotated[list[Path] | None, typer.Option(
+        "--allow-root", help="Folder under which the API may index (repeatable); none: no indexing.")
+    ] = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="TANSAKU_TOKEN", help="Token every request must carry (Authorization: Bearer).")
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest query upload, in MB.")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest query image, in pixels.")] = 40_000_000,
+    db: DbOption = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs) and web pages over warm galleries."""
+    try:
+        import uvicorn
+
+        from engine.server import ServerConfig, create_app, is_loopback
+    except ImportError as exc:
+        raise TansakuError(f"tansaku serve needs the serve extra ({exc.name} is missing): "
+                           "pip install -e '.[serve]'") from exc
+    if not is_loopback(host) and not token:
+        raise TansakuError(f"binding to {host} exposes the server beyond this machine: give "
+                           "--token (or TANSAKU_TOKEN)")
+    roots = []
+    for root in allow_root or []:
+        if not root.expanduser().is_dir():
+            raise TansakuError(f"--allow-root {root}: not a folder")
+        roots.append(root.expanduser().resolve())
+    config = ServerConfig(tuple(roots), token, int(max_upload_mb * 1024 * 1024), max_pixels,
+                          preload=True)
+    typer.echo(f"tansaku: serving on http://{host}:{port}/ (API docs at /docs)", err=True)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or kill: uvicorn has shut down cleanly
+        uvicorn.run(create_app(_engine(db), config), host=host, port=port, log_level="warning")
 
 
 @eval_app.command("scenes")

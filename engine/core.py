@@ -6,9 +6,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,24 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from tqdm import tqdm
 
-from engine.errors import TansakuError
+from engine.errors import NotFoundError, TansakuError
 from engine.settings import Settings
+from engine.warm import WarmGalleries
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.errors import ModelLoadError
 from indexer.gallery_index import WHITENING_DEFAULTS, pending_index_path
 from indexer.images import ImageReadError, discover_images, read_image
-from indexer.pipeline import EmptyFolderError, IndexSummary, OverlappingSourceError, index_folder
+from indexer.pipeline import (
+    EmptyFolderError,
+    IndexSummary,
+    OverlappingSourceError,
+    ProgressCallback,
+    index_folder,
+)
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
 from matcher.attributes import parse_attributes, predicted_names, rank_by_attributes, rescore
-from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
+from matcher.rerank import RERANK_MODES, PairMatch, RerankConf, match_pair, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
@@ -85,6 +93,8 @@ class QueryResult:
     gallery: str
     results: list[RankedImage]
     times: dict[str, float]
+    # the query's description, kept for match views (not part of the JSON)
+    description: Description | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """The `tansaku query --json` object."""
@@ -100,7 +110,8 @@ class OpenGallery:
     """A gallery ready to search: its rows, FAISS index, feature store and extractors."""
 
     def __init__(
-        self, gallery: Gallery, rows: list[Image], files: GalleryFiles, sources: dict[int, str]
+        self, gallery: Gallery, rows: list[Image], files: GalleryFiles, sources: dict[int, str],
+        describer: Describer | None = None,
     ) -> None:
         self.gallery = gallery
         self.files = files
@@ -118,6 +129,8 @@ class OpenGallery:
             self.projector: Projector | None = load_projector(gallery.config, files.root)
         except ModelLoadError as exc:
             raise model_error(exc) from exc
+        if describer is not None:  # models already loaded elsewhere (warm galleries share them)
+            self.__dict__["describer"] = describer
 
     @cached_property
     def describer(self) -> Describer:
@@ -128,8 +141,15 @@ class OpenGallery:
         """The absolute path of an indexed image's file."""
         row = self.rows.get(image_id)
         if row is None or row.source_id not in self.sources:
-            raise TansakuError(f"gallery {self.gallery.name!r} has no indexed image {image_id}")
+            raise NotFoundError(f"gallery {self.gallery.name!r} has no indexed image {image_id}")
         return Path(self.sources[row.source_id]) / row.path
+
+    def projected_dim(self) -> int:
+        """Length of the vectors this gallery's configuration puts in its index."""
+        dim = self.describer.dim
+        if self.projector is None:
+            return dim
+        return int(self.projector(np.zeros((1, dim), np.float32)).shape[1])
 
     def stored_description(self, image_id: int) -> Description:
         """The description stored at index time (what a fresh extraction would give)."""
@@ -204,6 +224,7 @@ class Engine:
             self.sessions = open_database(self.settings.db_url)
         except SQLAlchemyError as exc:
             raise TansakuError(f"cannot open database {self.settings.db_url}: {exc}") from exc
+        self.warm = WarmGalleries(self)  # galleries kept open between queries (the server's)
 
     # galleries ---------------------------------------------------------------------------------
     def gallery_names(self) -> list[str]:
@@ -217,7 +238,7 @@ class Engine:
             gallery = session.scalar(select(Gallery).where(Gallery.name == name))
         if gallery is None:
             known = ", ".join(self.gallery_names()) or "none yet; create one with `tansaku index`"
-            raise TansakuError(f"unknown gallery {name!r} (galleries: {known})")
+            raise NotFoundError(f"unknown gallery {name!r} (galleries: {known})")
         return gallery
 
     def galleries(self) -> list[GallerySummary]:
@@ -240,8 +261,8 @@ class Engine:
             for g in rows
         ]
 
-    def open_gallery(self, name: str) -> OpenGallery:
-        """Load a gallery for searching."""
+    def open_gallery(self, name: str, describer: Describer | None = None) -> OpenGallery:
+        """Load a gallery for searching (`describer`: its extractors, when already loaded)."""
         gallery = self.get_gallery(name)
         with self.sessions() as session:
             rows = list(session.scalars(select(Image).where(
@@ -250,7 +271,8 @@ class Engine:
                 select(Source).where(Source.gallery_id == gallery.id))}
             crops = session.execute(select(Crop.image_id, Crop.box, Image.path).join(
                 Image, Image.id == Crop.parent_id).where(Image.gallery_id == gallery.id)).all()
-        opened = OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), sources)
+        opened = OpenGallery(gallery, rows, GalleryFiles(self.settings.home, gallery.id), sources,
+                             describer)
         opened.crops = {int(i): (path, list(box)) for i, box, path in crops}
         return opened
 
@@ -276,6 +298,7 @@ class Engine:
         except GalleryBusyError as exc:
             raise TansakuError(f"gallery {name!r} is being written by another process; "
                                "try again when it has finished") from exc
+        self.warm.forget(name)
 
     def _existing_gallery(
         self, name: str, profile: str, config: dict[str, Any] | None
@@ -333,10 +356,14 @@ class Engine:
     def index_folder(
         self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
         batch_size: int = 16, config: dict[str, Any] | None = None, ray: str | None = None,
+        progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+        contained: bool = False,
     ) -> IndexSummary:
         """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`.
 
         A gallery holds any number of folders; `prune` drops the vanished files of this one only.
+        `progress` and `cancel` as in `indexer.pipeline.index_folder`; `contained` skips files whose
+        real path (symbolic links followed) lies outside `folder`.
         `ray`: describe the images on Ray Data workers at this address ("local": a local Ray).
         """
         folder = Path(folder).expanduser()
@@ -355,7 +382,8 @@ class Engine:
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
                                 describer_factory=factory, prune=prune, batch_size=batch_size,
-                                ray_address=ray)
+                                ray_address=ray, progress=progress, cancel=cancel,
+                                contained=contained)
         except (EmptyFolderError, GalleryBusyError, OverlappingSourceError) as exc:
             raise TansakuError(str(exc)) from exc
         except ModelLoadError as exc:  # a projection file, or Ray missing, say
@@ -454,23 +482,45 @@ class Engine:
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
-        if top_k < 1 or shortlist < 1:
-            raise TansakuError("--top-k and --shortlist must be at least 1")
         opened = self.open_gallery(gallery)
-        if kreciprocal and opened.gallery.profile != "person":
-            raise TansakuError("k-reciprocal re-ranking applies to person galleries; landmark "
-                               "galleries re-rank by geometry (--rerank-mode ours|delf)")
         start = time.perf_counter()
         if path.is_dir():  # a tracklet: crops of one person from one camera
             frames = self._tracklet_frames(opened, path)
             pixels, description = frames[0], self._describe_tracklet(opened, frames)
         else:
-            try:
-                pixels = read_image(path, opened.describer.max_side)
-            except ImageReadError as exc:
-                raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
+            pixels = read_query_image(path, opened.describer.max_side)
+            start = time.perf_counter()
             description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
+        result = self.search_description(opened, description, str(path), top_k, shortlist, rerank,
+                                         conf, kreciprocal, attributes, extraction)
+        if explain is not None:
+            self._explain(opened, pixels, result.results, Path(explain).expanduser())
+        return result
+
+    def search_pixels(
+        self, opened: OpenGallery, pixels: np.ndarray, label: str, top_k: int = 10,
+        shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
+    ) -> QueryResult:
+        """Rank an open gallery for an image already decoded (RGB uint8); `label` names it."""
+        start = time.perf_counter()
+        description = opened.describer.describe(pixels)
+        extraction = time.perf_counter() - start
+        return self.search_description(opened, description, label, top_k, shortlist, rerank, conf,
+                                       extraction=extraction)
+
+    def search_description(
+        self, opened: OpenGallery, description: Description, label: str, top_k: int = 10,
+        shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
+        kreciprocal: bool = False, attributes: str | None = None, extraction: float = 0.0,
+    ) -> QueryResult:
+        """Rank an open gallery for a query already described; `extraction` is the seconds that
+        describing it took (reported with the search's own stages)."""
+        if top_k < 1 or shortlist < 1:
+            raise TansakuError("--top-k and --shortlist must be at least 1")
+        if kreciprocal and opened.gallery.profile != "person":
+            raise TansakuError("k-reciprocal re-ranking applies to person galleries; landmark "
+                               "galleries re-rank by geometry (--rerank-mode ours|delf)")
         terms = self._attribute_terms(opened, attributes) if attributes else None
         depth = max(top_k, shortlist) if terms else top_k
         result = opened.searcher(conf).search(
@@ -484,10 +534,20 @@ class Engine:
             final = rescore(np.array([h.score for h in hits]), probs, terms)
             hits = [Hit(hits[i].image_id, float(final[i]), hits[i].inliers)
                     for i in np.argsort(-final, kind="stable")][:top_k]
-        ranked = opened.ranked(hits)
-        if explain is not None:
-            self._explain(opened, pixels, ranked, Path(explain).expanduser())
-        return QueryResult(str(path), gallery, ranked, times)
+        return QueryResult(label, opened.gallery.name, opened.ranked(hits), times, description)
+
+    def match(
+        self, opened: OpenGallery, query: Description, image_id: int, conf: RerankConf | None = None
+    ) -> PairMatch:
+        """The verified correspondences between a query and one gallery image (empty where
+        either has no local features)."""
+        if image_id not in opened.rows:
+            raise NotFoundError(f"gallery {opened.gallery.name!r} has no indexed image {image_id}")
+        stored = opened.stored_description(image_id)
+        if query.local is None or stored.local is None:
+            none = np.zeros((0, 2), np.float32)
+            return PairMatch(none, none, 0)
+        return match_pair(query.local, stored.local, conf or opened.default_rerank())
 
     @staticmethod
     def _tracklet_frames(opened: OpenGallery, folder: Path) -> list[np.ndarray]:
@@ -532,6 +592,15 @@ class Engine:
             raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
         except ModelLoadError as exc:
             raise TansakuError(str(exc)) from exc
+
+
+def read_query_image(path: Path, max_side: int | None = None) -> np.ndarray:
+    """A query image's pixels (decoded for extractors using `max_side`, see `read_image`); an
+    unreadable file is a user error naming it."""
+    try:
+        return read_image(path, max_side)
+    except ImageReadError as exc:
+        raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
 
 
 def build_describer(config: dict[str, Any]) -> Describer:

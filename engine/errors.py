@@ -3,3 +3,7 @@
 
 class TansakuError(Exception):
     """A problem the user can fix: a bad path, an unknown gallery, an unwritable folder."""
+
+
+class NotFoundError(TansakuError):
+    """Something named by the user does not exist: a gallery, an image id, a job."""

@@ -12,6 +12,7 @@ switch) lives in `indexer.gallery_index`; this module calls it at the start and 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,14 @@ class EmptyFolderError(ValueError):
 
 class OverlappingSourceError(ValueError):
     """The folder lies inside (or around) another source folder of the gallery."""
+
+
+class IndexCancelled(Exception):  # noqa: N818 (a request, not a fault)
+    """The caller's cancel event was set; the run stopped between batches, its work so far saved."""
+
+
+# (images done, images to do, the summary so far), called after each batch
+ProgressCallback = Callable[[int, int, "IndexSummary"], None]
 
 
 @dataclass
@@ -300,15 +309,22 @@ def index_folder(
     batch_size: int = 16,
     checkpoint_seconds: float = 30.0,
     ray_address: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    contained: bool = False,
 ) -> IndexSummary:
     """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees.
 
     With `ray_address` the images are described by Ray Data workers (`indexer.distributed`;
-    "local" starts a local Ray instance) and this process stays the single writer."""
+    "local" starts a local Ray instance) and this process stays the single writer. `progress` is
+    told after each batch how far the run is; `cancel`, checked between batches, stops the run as
+    Ctrl-C does (`IndexCancelled`; the work so far is saved). `contained` skips files whose real
+    path lies outside `folder` (symbolic links pointing out).
+    """
     folder = folder.resolve()
     if not folder.is_dir():
         raise NotADirectoryError(f"not a folder: {folder}")
-    paths = list(discover_images(folder))
+    paths = [p for p in discover_images(folder) if not contained or _inside(p, folder)]
     if not paths:
         raise EmptyFolderError(f"no image files found in {folder}")
     files = GalleryFiles(home, gallery.id)
@@ -348,12 +364,12 @@ def index_folder(
             if prune:
                 _prune(session, gone, index, store, summary)
             _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size,
-                       projector, ray_address)
+                       projector, ray_address, progress, cancel)
             checkpoint(force=True)  # what was indexed is safe before the whitening is learned
             checkpoint.index = index = refresh_whitening(session, gallery, files, index)
             checkpoint.index = index = refresh_index(session, gallery, files, index)
         except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
+            interrupted = isinstance(exc, KeyboardInterrupt | IndexCancelled)
             run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
             _finish(run, summary, checkpoint)
             raise
@@ -361,6 +377,13 @@ def index_folder(
         _finish(run, summary, checkpoint)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    if path.resolve().is_relative_to(folder):
+        return True
+    log.warning("skipped %s: it links to a file outside %s", path, folder)
+    return False
 
 
 def _migrate_features(files: GalleryFiles) -> None:
@@ -378,7 +401,10 @@ def _run_tasks(
     tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
     store: Store, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
     projector: Projector | None, ray_address: str | None = None,
+    progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
 ) -> None:
+    if progress is not None:
+        progress(0, len(tasks), summary)
     if not tasks or describer is None:
         return
     detect = describer.config.get("detect")
@@ -388,15 +414,23 @@ def _run_tasks(
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
+        done = 0
+
+        def batches() -> Iterator[list[_Task]]:  # checked before a batch is described
+            for batch in _batches(tasks, batch_size):
+                if cancel is not None and cancel.is_set():
+                    raise IndexCancelled(f"cancelled after {done} of {len(tasks)} images")
+                yield batch
+
         results: Iterator[tuple[list[Any], list[Described]]]
         if cropper is not None:
             if ray_address is not None:
                 raise ValueError("--ray does not yet describe scene photos (--detect galleries): "
                                  "detection runs in the writer")
             results = (_describe_scenes(b, describer, cropper, session, index, store, pool)
-                       for b in _batches(tasks, batch_size))
+                       for b in batches())
         elif ray_address is None:
-            results = ((b, _describe_here(b, describer, pool)) for b in _batches(tasks, batch_size))
+            results = ((b, _describe_here(b, describer, pool)) for b in batches())
         else:
             from indexer.distributed import describe_on_ray
 
@@ -407,6 +441,9 @@ def _run_tasks(
             checkpoint.dirty = True
             checkpoint()
             bar.update(len(batch))
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(tasks), summary)
 
 
 def _prune(

@@ -25,7 +25,7 @@ import numpy as np
 
 from indexer.features import LocalFeatures
 from matcher.matching import match_pairs
-from matcher.verification import verify
+from matcher.verification import Verification, matched_points, verify
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,39 @@ def count_inliers(
     start = times.add("matching", start)
     inliers = np.zeros(len(candidates), dtype=np.int64)
     for k, (cand, pairs) in enumerate(zip(candidates, matches, strict=True)):
-        result = verify(query.keypoints, cand.keypoints, pairs, method=conf.verifier,
-                        model=conf.model, threshold_px=conf.threshold_px, max_iters=conf.max_iters)
-        inliers[k] = result.inliers
+        inliers[k] = _verify(query, cand, pairs, conf).inliers
     times.add("verification", start)
     return inliers
+
+
+def _verify(
+    query: LocalFeatures, candidate: LocalFeatures, pairs: np.ndarray, conf: RerankConf
+) -> Verification:
+    return verify(query.keypoints, candidate.keypoints, pairs, method=conf.verifier,
+                  model=conf.model, threshold_px=conf.threshold_px, max_iters=conf.max_iters)
+
+
+@dataclass(frozen=True)
+class PairMatch:
+    """Why one candidate matched a query: its verified correspondences, in pixels of each image."""
+
+    query_points: np.ndarray  # (K, 2) x, y of the inliers in the query image
+    candidate_points: np.ndarray  # (K, 2) the same inliers in the candidate image
+    putative: int  # matches before verification
+
+    @property
+    def inliers(self) -> int:
+        """The verified inlier count (what re-ranking counted for this pair)."""
+        return len(self.query_points)
+
+
+def match_pair(query: LocalFeatures, candidate: LocalFeatures, conf: RerankConf) -> PairMatch:
+    """Match and verify one query-candidate pair as re-ranking does; returns the inlier pairs."""
+    pairs = _match_in_parallel(query, [candidate], conf)[0]
+    result = _verify(query, candidate, pairs, conf)
+    kept = pairs[result.inlier_mask] if len(pairs) else pairs
+    qp, cp = matched_points(query.keypoints, candidate.keypoints, kept)
+    return PairMatch(qp.astype(np.float32), cp.astype(np.float32), len(pairs))
 
 
 def _match_in_parallel(

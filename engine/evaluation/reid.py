@@ -15,6 +15,7 @@ from engine.evaluation.reid_protocols import (
     METRICS,
     RERANKS,
     PersonSet,
+    ReidTrial,
     evaluate_market,
     evaluate_viper,
     load_market,
@@ -69,9 +70,10 @@ def frame_scores(method: str, persons: PersonSet, batch_size: int = 64) -> np.nd
 def evaluate_reid(
     dataset: Path, fmt: str, method: str | None = None, metric: str = "xqda", trials: int = 10,
     seed: int = 0, shots: int | None = None, pooling: str = "mean", rerank: str = "none",
+    details: list[ReidTrial] | None = None,
 ) -> dict[str, Any]:
     """The `tansaku eval reid --json` object for `dataset` in layout `fmt` (`method` None: the
-    person profile's default).
+    person profile's default; each trial's distances appended to `details` when given).
 
     Stages learned from identities (GOG's normaliser, C-DPCF, a fusion's per-part normalisation)
     are fitted with the projection on the training identities only; `rerank="kreciprocal"`
@@ -98,7 +100,8 @@ def evaluate_reid(
             persons = load_viper(dataset)
             features = describe_set(method, persons, "VIPeR")
             return evaluate_viper(features, persons, metric, trials, seed,  # type: ignore[arg-type]
-                                  method=label, stages=stages, rerank=rerank)
+                                  method=label, stages=stages, rerank=rerank,
+                                  details=details)
         if fmt == "multishot":
             if pooling not in POOLINGS:
                 raise TansakuError(f"unknown --pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
@@ -113,6 +116,6 @@ def evaluate_reid(
         query = describe_set(method, split.query, "query")
         gallery = describe_set(method, split.gallery, "bounding_box_test")
         return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
-                               method=label, stages=stages, rerank=rerank)
+                               method=label, stages=stages, rerank=rerank, details=details)
     except (FileNotFoundError, NotADirectoryError, ValueError, ModelLoadError) as exc:
         raise TansakuError(str(exc)) from exc  # layout, name and model file errors

@@ -70,6 +70,21 @@ class PersonSet:
 
 
 @dataclass(frozen=True)
+class ReidTrial:
+    """One trial's queries, gallery and distances (what `--report` draws its ranked lists from)."""
+
+    query: PersonSet
+    gallery: PersonSet
+    distances: np.ndarray  # (num_query, num_gallery), smaller is closer
+    cmc: np.ndarray  # (MAX_RANK,) fractions
+
+
+def _subset(persons: PersonSet, mask: np.ndarray) -> PersonSet:
+    paths = tuple(p for p, keep in zip(persons.paths, mask, strict=True) if keep)
+    return PersonSet(paths, persons.pids[mask], persons.camids[mask])
+
+
+@dataclass(frozen=True)
 class MarketSplit:
     """The three Market-1501 folders: training identities, queries and the test gallery."""
 
@@ -138,12 +153,14 @@ def evaluate_viper(
     normalizer: Callable[[], Normalizer] | None = None,
     stages: Callable[[], LearnedStage] | None = None,
     rerank: str = "none",
+    details: list[ReidTrial] | None = None,
 ) -> dict[str, Any]:
     """VIPeR protocol: per trial learn on the train half, cam_a probes cam_b on the test half.
 
     `normalizer`, when given, makes a preprocessing step that is fitted on each trial's training
     images and applied to all images before the projection; `stages` the same for a stage that
     learns from identities and cameras. `rerank="kreciprocal"` re-ranks each trial's distances.
+    Each trial is appended to `details` when given.
     """
     _check_rerank(rerank)
     features = _check_features(features, len(person_set), "features")
@@ -160,6 +177,9 @@ def evaluate_viper(
                           rerank)
         scores = evaluate_rank(dist, pids[q], pids[g], camids[q], camids[g], MAX_RANK)
         logger.info("VIPeR trial %d/%d: rank-1 %.1f", t + 1, trials, 100 * scores.cmc[0])
+        if details is not None:
+            details.append(ReidTrial(_subset(person_set, q), _subset(person_set, g), dist,
+                                     scores.cmc))
         results.append(scores)
     protocol = (f"{len(splits[0][0])}/{len(splits[0][1])} persons x {trials} random trials "
                 f"(seed {seed}), cam_a probes cam_b")
@@ -210,6 +230,7 @@ def evaluate_market(
     normalizer: Callable[[], Normalizer] | None = None,
     stages: Callable[[], LearnedStage] | None = None,
     rerank: str = "none",
+    details: list[ReidTrial] | None = None,
 ) -> dict[str, Any]:
     """Market-1501 single-query protocol; the projection learns on bounding_box_train.
 
@@ -243,6 +264,8 @@ def evaluate_market(
                 "distractors (0) kept")
     logger.info("Market-1501: %d of %d queries have a true match", scores.num_valid_queries,
                 len(split.query))
+    if details is not None:
+        details.append(ReidTrial(split.query, split.gallery, dist, scores.cmc))
     return _report("market1501", protocol, method, [scores])
 
 

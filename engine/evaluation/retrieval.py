@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +28,13 @@ from engine.errors import TansakuError
 from engine.evaluation.retrieval_metrics import (
     Query,
     RevisitedGT,
+    average_precisions,
     crop_query,
     holidays_ground_truth,
     load_revisited_ground_truth,
     mean_average_precision,
     revisited_map,
+    revisited_queries,
 )
 from indexer.describe import Description
 from indexer.images import ImageReadError, read_image
@@ -45,6 +48,40 @@ log = logging.getLogger(__name__)
 FORMATS = ("holidays", "roxford", "rparis")
 REVISITED_PICKLES = {"roxford": "gnd_roxford5k.pkl", "rparis": "gnd_rparis6k.pkl"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SHOWN = 10  # ranked results kept per query for reports
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One query of an evaluation, for reports: its image, AP and the head of its ranked list."""
+
+    name: str
+    image: Path
+    ap: float  # 0..1, NaN when the query has no positives
+    ranked: list[tuple[Path, bool]]  # (image file, relevant) best first, at most SHOWN
+
+
+@dataclass(frozen=True)
+class RetrievalDetails:
+    """Per-query outcomes of one retrieval evaluation (what `--report` draws)."""
+
+    setting: str  # which AP the outcomes carry ("holidays", "medium")
+    queries: list[QueryOutcome]
+
+
+def _outcomes(
+    queries: list[Query], ranks: list[np.ndarray], image_of: Any, query_image: Any
+) -> list[QueryOutcome]:
+    """Per-query AP and ranked heads; `image_of(position)` and `query_image(k)` give files."""
+    aps = average_precisions(ranks, queries)
+    out = []
+    for k, (query, row) in enumerate(zip(queries, ranks, strict=True)):
+        positives = set(np.asarray(query.positives).tolist())
+        junk = set(np.asarray(query.junk).tolist())
+        head = [int(p) for p in row if int(p) not in junk][:SHOWN]
+        out.append(QueryOutcome(query.name, query_image(k), float(aps[k]),
+                                [(image_of(p), p in positives) for p in head]))
+    return out
 
 
 def eval_gallery_name(fmt: str, folder: Path, config: dict[str, Any] | None = None) -> str:
@@ -97,8 +134,10 @@ def _rank(
 def evaluate_holidays(
     engine: Engine, folder: Path, rerank: bool = True, shortlist: int = 100,
     conf: RerankConf | None = None, config: dict[str, Any] | None = None,
+    details: list[RetrievalDetails] | None = None,
 ) -> dict[str, Any]:
-    """INRIA Holidays mAP (the protocol in this module's docstring), percentages 0-100."""
+    """INRIA Holidays mAP (the protocol in this module's docstring), percentages 0-100; per-query
+    outcomes are appended to `details` when given."""
     name = eval_gallery_name("holidays", folder, config)
     engine.index_folder(folder, name, profile="landmark", config=config)
     opened = engine.open_gallery(name)
@@ -114,6 +153,10 @@ def evaluate_holidays(
     conf = conf or opened.default_rerank()
     rankings = rank_gallery(opened, [ids[q.index] for q in queries], conf, rerank, shortlist)
     ranks = [np.array([position[i] for i in r]) for r in rankings]
+    if details is not None:
+        details.append(RetrievalDetails("holidays", _outcomes(
+            queries, ranks, lambda p: opened.image_file(ids[p]),
+            lambda k: opened.image_file(ids[queries[k].index]))))
     return {
         "dataset": str(folder),
         "protocol": "holidays",
@@ -176,8 +219,10 @@ def read_revisited_queries(folder: Path, gnd: RevisitedGT) -> tuple[list[np.ndar
 def evaluate_revisited(
     engine: Engine, dataset: Path, fmt: str, rerank: bool = True, shortlist: int = 100,
     conf: RerankConf | None = None, config: dict[str, Any] | None = None,
+    details: list[RetrievalDetails] | None = None,
 ) -> dict[str, Any]:
-    """Revisited Oxford / Paris mAP (easy, medium, hard), percentages 0-100."""
+    """Revisited Oxford / Paris mAP (easy, medium, hard), percentages 0-100; per-query outcomes
+    (medium setting) are appended to `details` when given."""
     pickle_path = dataset / REVISITED_PICKLES[fmt]
     if not pickle_path.is_file():
         raise TansakuError(f"{dataset} has no {REVISITED_PICKLES[fmt]} (the revisited ground truth)")
@@ -204,6 +249,11 @@ def evaluate_revisited(
     rankings = rank_for_images(opened, images, conf, rerank, shortlist, factors)
     ranks = [_complete([position[i] for i in r if i in position], len(gnd.imlist)) for r in rankings]
     scores = revisited_map(ranks, gnd)
+    if details is not None:
+        files = [_find_image(folder, name) or folder / name for name in gnd.imlist]
+        details.append(RetrievalDetails("medium", _outcomes(
+            revisited_queries(gnd, "medium"), ranks, lambda p: files[p],
+            lambda k: _find_image(folder, gnd.queries[k].name) or folder / gnd.queries[k].name)))
     return {
         "dataset": str(dataset),
         "protocol": fmt,
@@ -222,6 +272,7 @@ def _complete(ranked: list[int], n: int) -> np.ndarray:
 def evaluate_retrieval(
     engine: Engine, dataset: Path, fmt: str, rerank: bool = True, shortlist: int = 100,
     conf: RerankConf | None = None, config: dict[str, Any] | None = None,
+    details: list[RetrievalDetails] | None = None,
 ) -> dict[str, Any]:
     """Dispatch on `fmt`; the result is the `tansaku eval retrieval --json` object.
 
@@ -231,7 +282,7 @@ def evaluate_retrieval(
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
     if fmt == "holidays":
-        return evaluate_holidays(engine, dataset, rerank, shortlist, conf, config)
+        return evaluate_holidays(engine, dataset, rerank, shortlist, conf, config, details)
     if fmt in REVISITED_PICKLES:
-        return evaluate_revisited(engine, dataset, fmt, rerank, shortlist, conf, config)
+        return evaluate_revisited(engine, dataset, fmt, rerank, shortlist, conf, config, details)
     raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")

@@ -247,6 +247,40 @@ def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch)
     assert_consistent(env)
 
 
+def test_progress_is_reported_and_cancel_stops_between_batches(env) -> None:
+    import threading
+
+    from indexer.pipeline import IndexCancelled
+
+    cancel = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int, summary) -> None:
+        seen.append((done, total))
+        if done >= 3:
+            cancel.set()  # asked during the first batch's report: the second never starts
+
+    with pytest.raises(IndexCancelled):
+        run(env, progress=progress, cancel=cancel)
+    assert seen == [(0, len(SAMPLES)), (3, len(SAMPLES))]
+    rows = assert_consistent(env)
+    assert sum(r.status == ImageStatus.INDEXED for r in rows.values()) == 3
+    with env[0]() as s:
+        assert s.scalars(select(IndexRun.status)).all() == [RunStatus.INTERRUPTED]
+    seen.clear()
+    summary = run(env, progress=lambda d, t, s: seen.append((d, t)))
+    assert (summary.indexed, summary.unchanged) == (len(SAMPLES) - 3, 3)
+    assert seen[-1] == (len(SAMPLES) - 3, len(SAMPLES) - 3)
+
+
+def test_contained_skips_links_pointing_out(env, tmp_path: Path) -> None:
+    outside = write_rgb(tmp_path / "outside" / "secret.jpg", sample_image("coffee", 96))
+    (env[2] / "link.jpg").symlink_to(outside)
+    summary = run(env, contained=True)
+    assert summary.indexed == len(SAMPLES)
+    assert "link.jpg" not in assert_consistent(env)
+
+
 def _with_index_policy(env, **policy) -> None:
     sessions, gallery, _, _ = env
     with sessions() as s:

@@ -1,0 +1,135 @@
+// tansaku pages: a little plain JavaScript over the JSON API (no build step).
+"use strict";
+const tansaku = (() => {
+  const $ = (sel) => document.querySelector(sel);
+  const el = (tag, attrs = {}, ...children) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "class") node.className = v; else if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v);
+    }
+    node.append(...children);
+    return node;
+  };
+  async function api(url, options = {}) {
+    const response = await fetch(url, options);
+    const body = await response.json().catch(() => ({ error: response.statusText }));
+    if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+    return body;
+  }
+  function showError(node, error) {
+    node.textContent = error ? String(error.message || error) : "";
+    node.hidden = !error;
+  }
+
+  // ---- gallery list and jobs
+  function indexPage() {
+    document.querySelectorAll("[data-delete]").forEach((button) => {
+      button.addEventListener("click", async () => {
+        const name = button.dataset.delete;
+        if (!confirm(`Delete gallery "${name}"? Its index goes; the image files stay.`)) return;
+        try { await api(`/api/galleries/${encodeURIComponent(name)}`, { method: "DELETE" }); location.reload(); }
+        catch (e) { showError($("#job-error"), e); }
+      });
+    });
+    const form = $("#job-form");
+    if (form) form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = Object.fromEntries(new FormData(form));
+      try {
+        showError($("#job-error"), null);
+        await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
+        pollJobs();
+      } catch (e) { showError($("#job-error"), e); }
+    });
+    pollJobs();
+  }
+  let polling = null;
+  async function pollJobs() {
+    clearTimeout(polling);
+    let jobs = [];
+    try { jobs = (await api("/api/jobs")).jobs; } catch (e) { showError($("#job-error"), e); return; }
+    const box = $("#jobs");
+    box.replaceChildren(...jobs.map(renderJob));
+    if (jobs.some((j) => j.status === "running" || j.status === "queued")) polling = setTimeout(pollJobs, 1000);
+  }
+  function renderJob(job) {
+    const pct = job.progress ?? 0;
+    const bar = el("progress", { max: "100", value: String(pct) });
+    const label = job.total ? `${job.done} / ${job.total} images` : job.status;
+    const head = el("div", { class: "job-head" },
+      el("strong", { text: `#${job.id} ${job.gallery}` }), ` ${job.folder} · `,
+      el("span", { class: `status ${job.status}`, text: job.status }), ` · ${label}`);
+    const node = el("div", { class: "job", "data-job": String(job.id) }, head, bar);
+    if (job.status === "running" || job.status === "queued") {
+      const cancel = el("button", { class: "link danger", text: "cancel" });
+      cancel.addEventListener("click", () => api(`/api/jobs/${job.id}/cancel`, { method: "POST" }).then(pollJobs));
+      head.append(" ", cancel);
+    }
+    if (job.error) node.append(el("p", { class: "error", text: job.error }));
+    if (job.failures.length) {
+      const list = el("ul", { class: "failures" }, ...job.failures.map((f) => el("li", { text: `${f.path}: ${f.reason}` })));
+      node.append(el("details", {}, el("summary", { text: `${job.failures.length} failed` }), list));
+    }
+    return node;
+  }
+
+  // ---- query page
+  function galleryPage() {
+    const form = $("#query-form"), drop = $("#drop"), input = $("#file");
+    const gallery = form.dataset.gallery;
+    let lastFile = null;
+    const run = (file) => { if (file) { lastFile = file; query(gallery, form, file); } };
+    input.addEventListener("change", () => run(input.files[0]));
+    ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+    ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
+    drop.addEventListener("drop", (e) => run(e.dataTransfer.files[0]));
+    form.addEventListener("change", (e) => { if (e.target !== input && lastFile) query(gallery, form, lastFile); });
+    $("#match").addEventListener("click", (e) => { if (e.target.id === "match") e.target.close(); });
+  }
+  async function query(gallery, form, file) {
+    const data = new FormData();
+    data.append("file", file);
+    for (const name of ["top_k", "shortlist", "mode"]) data.append(name, form.elements[name].value);
+    data.append("rerank", form.elements.rerank.checked ? "true" : "false");
+    const preview = $("#query-preview");
+    preview.src = URL.createObjectURL(file);
+    preview.hidden = false;
+    showError($("#query-error"), null);
+    $("#query-status").textContent = "searching…";
+    const started = performance.now();
+    try {
+      const result = await api(`/api/galleries/${encodeURIComponent(gallery)}/query`, { method: "POST", body: data });
+      const ms = Math.round(performance.now() - started);
+      $("#query-status").textContent = `${result.results.length} results in ${ms} ms for ${file.name}`;
+      renderResults(result);
+    } catch (e) {
+      $("#query-status").textContent = "";
+      $("#results").replaceChildren();
+      showError($("#query-error"), e);
+    }
+  }
+  function renderResults(result) {
+    const cards = result.results.map((r) => {
+      const facts = [`score ${r.score.toFixed(3)}`];
+      if (r.inliers !== null && r.inliers !== undefined) facts.push(`${r.inliers} inliers`);
+      if (r.person_id !== undefined && r.person_id !== null) facts.push(`person ${r.person_id}, cam ${r.camera_id}`);
+      const card = el("button", { class: "card", type: "button", "data-rank": String(r.rank), title: "show the match" },
+        el("img", { src: r.thumbnail_url, alt: r.relative_path || r.path, loading: "lazy" }),
+        el("span", { class: "rank", text: `#${r.rank}` }),
+        el("span", { class: "name", text: r.relative_path || r.path, title: r.path }),
+        el("span", { class: "facts", text: facts.join(" · ") }));
+      card.addEventListener("click", () => openMatch(r));
+      return card;
+    });
+    $("#results").replaceChildren(...cards);
+  }
+  function openMatch(r) {
+    const dialog = $("#match");
+    $("#match-title").replaceChildren(el("strong", { text: `#${r.rank} ${r.relative_path || r.path}` }),
+      ` · score ${r.score.toFixed(3)} · `, el("a", { href: r.image_url, target: "_blank", text: "original" }));
+    $("#match-img").src = r.match_url;
+    dialog.showModal();
+  }
+  return { indexPage, galleryPage };
+})();

@@ -1,0 +1,64 @@
+"""A real browser: headless Chromium (Debian's `chromium`) driven by Playwright against uvicorn.
+
+It uploads a query on the gallery page, sees the ranked grid with the right first result, and
+opens the match view. Screenshots go to the test's tmp folder (and a copy of the results page to
+/tmp/serve-screenshot.png, for people to look at).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.engine.server.conftest import QUERY_SOURCE
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright is not installed (pip install -e '.[serve]')")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        yield page
+        browser.close()
+
+
+def test_query_in_the_browser(page, live_server: str, world: dict[str, Path], tmp_path: Path) -> None:
+    page.goto(f"{live_server}/")
+    assert page.locator("#galleries").get_by_text("photos", exact=True).count() == 1
+    page.click("text=photos")
+    page.wait_for_url("**/galleries/photos")
+    page.set_input_files("#file", str(world["query"]))
+    page.wait_for_selector(".card", timeout=120_000)
+    cards = page.locator(".card")
+    assert cards.count() >= 3
+    assert cards.nth(0).locator(".name").inner_text() == f"sub/{QUERY_SOURCE}.jpg"
+    assert "inliers" in cards.nth(0).locator(".facts").inner_text()
+    page.wait_for_function(
+        "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=60_000)
+    results_shot = tmp_path / "results.png"
+    page.screenshot(path=str(results_shot), full_page=True)
+
+    cards.nth(0).click()
+    page.wait_for_selector("#match[open]")
+    page.wait_for_function("document.querySelector('#match-img').naturalWidth > 0", timeout=60_000)
+    assert f"{QUERY_SOURCE}.jpg" in page.inner_text("#match-title")
+    match_shot = tmp_path / "match.png"
+    page.screenshot(path=str(match_shot))
+    assert results_shot.stat().st_size > 10_000 and match_shot.stat().st_size > 10_000
+    for shot, name in ((results_shot, "serve-screenshot.png"), (match_shot, "serve-screenshot-match.png")):
+        with contextlib.suppress(OSError):  # a copy for people; the test does not depend on it
+            shutil.copy(shot, Path("/tmp") / name)
