@@ -45,8 +45,10 @@ def train_projection(
     if row.profile != "person":
         raise TansakuError(f"gallery {gallery!r} has profile {row.profile!r}; projections are "
                            "learned for person galleries")
-    if kind not in PROJECTIONS:
-        raise TansakuError(f"unknown projection {kind!r}; valid: {', '.join(sorted(PROJECTIONS))}")
+    try:
+        PROJECTIONS.check(kind)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
     method = row.config["global"]["conf"]["method"]
     persons = _training_persons(Path(dataset).expanduser(), fmt)
     features = describe_set(method, persons, "training identities")

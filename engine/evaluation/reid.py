@@ -23,9 +23,10 @@ from indexer.extractors.gog import GOGNormalizer
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
 from indexer.projections.gallery import needs_gog_normalizer
+from indexer.registry import Registry
 
 log = logging.getLogger(__name__)
-FORMATS = ("viper", "market")
+FORMATS: Registry[str] = Registry("--format", {"viper": "viper", "market": "market"}, sort=False)
 
 
 def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 64) -> np.ndarray:
@@ -52,11 +53,9 @@ def evaluate_reid(
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
-    if fmt not in FORMATS:
-        raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if metric not in METRICS:
-        raise TansakuError(f"unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
     try:
+        FORMATS.check(fmt)
+        METRICS.check(metric)
         parse_method(method)
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc

@@ -17,13 +17,17 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from engine.evaluation.reid_metrics import ReidScores, evaluate_rank
+from indexer.projections.gallery import PROJECTIONS
 from indexer.projections.kxqda import KXQDA, sq_distances
 from indexer.projections.xqda import XQDA, quadratic_distance
+from indexer.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 Metric = Literal["euclidean", "xqda", "kxqda"]
-METRICS = ("euclidean", "xqda", "kxqda")
+# "euclidean" compares raw descriptors; the others name a projection learned on the training part
+METRICS: Registry[type[XQDA] | type[KXQDA] | None] = Registry(
+    "metric", {"euclidean": None, **PROJECTIONS.entries}, sort=False)
 RANKS = (1, 5, 10, 20)
 MAX_RANK = 50
 _PROJECT_CHUNK = 2048  # rows per projection call: bounds KXQDA's (rows, N_train) kernel block
@@ -223,13 +227,8 @@ def evaluate_market(
 
 def make_projection(metric: str) -> XQDA | KXQDA | None:
     """The projection a metric name stands for (None: plain Euclidean distance)."""
-    if metric == "euclidean":
-        return None
-    if metric == "xqda":
-        return XQDA()
-    if metric == "kxqda":
-        return KXQDA()
-    raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    kind = METRICS.get(metric)
+    return None if kind is None else kind()
 
 
 def _normalized(

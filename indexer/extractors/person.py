@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from indexer.extractors.base import join_options, split_options
+from indexer.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +116,18 @@ def canonical_method(method: str) -> str:
                     for p in parts)
 
 
-def _resolve(name: str) -> BatchFn:
-    module_name, attr = PERSON_DESCRIPTORS[name][:2]
+def _batch_function(entry: tuple[str, ...]) -> BatchFn:
+    module_name, attr = entry[:2]
     fn: BatchFn = getattr(importlib.import_module(module_name), attr)
     return fn
+
+
+# The registry over PERSON_DESCRIPTORS (entries added to that dict are seen here too).
+PERSON_METHODS: Registry[BatchFn] = Registry("person descriptor", PERSON_DESCRIPTORS, _batch_function)
+
+
+def _resolve(name: str) -> BatchFn:
+    return PERSON_METHODS.get(name)
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
