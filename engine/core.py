@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from engine.errors import TansakuError
 from engine.settings import Settings
+from indexer.config import WHITENING_DEFAULTS, ConfigError, GalleryConfig, parse_config
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.errors import ModelLoadError
 from indexer.images import ImageReadError, discover_images, read_image
 from indexer.pipeline import (
-    WHITENING_DEFAULTS,
     EmptyFolderError,
     IndexSummary,
     OverlappingSourceError,
@@ -110,6 +110,7 @@ class OpenGallery:
         self.paths = {r.id: r.path for r in rows}  # relative to each image's source folder
         self.rows = {r.id: r for r in rows}
         self.sources = sources  # source id -> absolute folder
+        self.config = _typed(gallery.name, gallery.config)
         if not files.index_path.exists() or not rows:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
         # an index rebuilt for the committed projection, not yet moved into place by its writer
@@ -151,7 +152,7 @@ class OpenGallery:
 
     def default_rerank(self) -> RerankConf:
         """The re-ranking settings the gallery's configuration names (default: mode `ours`)."""
-        spec = dict(self.gallery.config.get("rerank") or {})
+        spec = dict(self.config.rerank or {})
         return rerank_mode(spec.pop("mode", "ours"), **spec)
 
     def ranked(self, hits: list[Hit]) -> list[RankedImage]:
@@ -256,6 +257,7 @@ class Engine:
             return None
         if gallery.profile != profile:
             raise TansakuError(f"gallery {name!r} has profile {gallery.profile!r}, not {profile!r}")
+        _typed(name, gallery.config)
         if config is not None and not _same_extractors(config, gallery.config):
             raise TansakuError(
                 f"gallery {name!r} was built with {_described(gallery.config)}; index into a "
@@ -274,6 +276,7 @@ class Engine:
         galleries_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".new-", dir=galleries_dir))
         try:
+            config = _checked(name, config)  # validated, and stored with its schema version
             fit = _needs_gallery_heads(config)
             if fit:
                 config = self._fit_heads(config, folder, staging / HEADS_FILE)
@@ -407,6 +410,20 @@ def model_error(exc: ModelLoadError | ValueError) -> TansakuError:
     if isinstance(exc, ModelLoadError):
         return TansakuError(f"cannot load model {exc.path}: {exc.reason}")
     return TansakuError(f"cannot build the extractors: {exc}")
+
+
+def _typed(gallery: str, config: dict[str, Any]) -> GalleryConfig:
+    """The gallery's configuration read through the schema (`indexer.config`), migrated from an
+    earlier version; an invalid one is a user error naming the gallery."""
+    try:
+        return parse_config(config)
+    except ConfigError as exc:
+        raise TansakuError(f"gallery {gallery!r}: {exc}") from exc
+
+
+def _checked(gallery: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as it is to be stored: checked, with its schema version."""
+    return _typed(gallery, config).stored()
 
 
 def _needs_gallery_heads(config: dict[str, Any]) -> bool:

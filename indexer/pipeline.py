@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from indexer.config import WHITENING_DEFAULTS  # defaults of the gallery configuration schema
 from indexer.describe import Describer, to_arrays
 from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
@@ -41,14 +42,6 @@ from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, Sou
 from storage.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
-
-WHITENING_DEFAULTS: dict[str, Any] = {
-    "min_images": 300,  # no whitening below this: raw global vectors (fewer over-fit it)
-    "refit_growth": 1.5,  # learn it again once the gallery is this many times larger
-    "dim": None,  # components kept (None: all the data supports, min(N - 1, D))
-    "shrinkage": 1.0,  # eigenvalue floor, x their mean (see pca_whitening.fit)
-    "max_sample": 20000,  # vectors it is learned from, at most
-}
 
 
 class EmptyFolderError(ValueError):
