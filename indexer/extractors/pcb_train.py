@@ -15,8 +15,6 @@ method `pcb:CHECKPOINT` (`tansaku index --profile person --method pcb:CKPT`) use
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from indexer.extractors.base import default_device
 from indexer.extractors.pcb import (
     CHECKPOINT_FORMAT,
     PCB,
@@ -36,6 +35,7 @@ from indexer.extractors.pcb import (
     resize_crop,
 )
 from indexer.naming import parse_person_name
+from storage.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +143,9 @@ def _train_epoch(
 
 
 def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through `storage.atomic` (a temporary file, fsynced, renamed over `path`)."""
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -206,7 +200,7 @@ def train_pcb(
         raise ValueError(f"need epochs >= 1, batch_size >= 2, lr > 0; got {epochs}, "
                          f"{batch_size}, {lr}")
     train_dir, out_dir = Path(train_dir), Path(out_dir)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     paths, pids = market_training_set(train_dir)
     crops, kept = _read_crops(paths, tuple(input_size))  # type: ignore[arg-type]
     identities = {int(p): i for i, p in enumerate(np.unique(pids[kept]))}
