@@ -241,7 +241,7 @@ def train_delg(
     Beside it: `<out>.cache.pt` (frozen backbone maps) and `<out>.ckpt` (last finished epoch).
     Adam is used rather than DELG's SGD: only small heads train here, from a PCA start.
     """
-    out_path, dev = Path(out_path), torch.device(device) if device else default_device()
+    out_path, dev = Path(out_path), default_device(device)
     paths, labels = labelled_images(train_dir)
     conf = {"max_side": max_side, "local_layer": local_layer}
     cache = load_or_build_cache(paths, labels, conf, out_path.with_suffix(".cache.pt"))

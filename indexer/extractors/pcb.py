@@ -54,7 +54,7 @@ from indexer.backbones.efficientnet_lite import (
     efficientnet_lite0,
 )
 from indexer.errors import ModelLoadError
-from indexer.extractors.base import split_options
+from indexer.extractors.base import default_device, split_options
 
 logger = logging.getLogger(__name__)
 
@@ -586,7 +586,7 @@ def pcb_batch(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = default_pcb() if model is None else model
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     model.to(dev).eval()
     out = []
     with torch.inference_mode():
