@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from engine.errors import TansakuError
 from engine.evaluation.reid import describe_set
-from engine.evaluation.reid_protocols import PersonSet, load_market, load_viper
+from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.extractors.gog import GOGNormalizer
 from indexer.pipeline import rebuild_index
 from indexer.projections.gallery import PROJECTIONS, make_projection, needs_gog_normalizer

@@ -10,14 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.errors import TansakuError
-from engine.evaluation.reid_protocols import (
-    METRICS,
-    PersonSet,
-    evaluate_market,
-    evaluate_viper,
-    load_market,
-    load_viper,
-)
+from engine.evaluation.reid_protocols import METRICS, evaluate_market, evaluate_viper
+from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.errors import ModelLoadError
 from indexer.extractors.gog import GOGNormalizer
 from indexer.extractors.person import describe_persons, parse_method

@@ -34,7 +34,7 @@ from indexer.extractors.pcb import (
     part_loss,
     resize_crop,
 )
-from indexer.naming import parse_person_name
+from indexer.naming import parse_market_name
 from storage.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -43,15 +43,6 @@ __all__ = ["CHECKPOINT_NAME", "market_training_set", "train_pcb", "train_step"]
 
 CHECKPOINT_NAME = "pcb_checkpoint.pth"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
-# Market-1501 "0002_c1s1_000451_03.jpg" (DukeMTMC-reID "0001_c2_f0046182.jpg" parses too).
-def _parse_market_name(name: str) -> tuple[int, int]:
-    """(person id, camera id) from a Market-1501 file name; -1 = junk, 0 = distractor."""
-    pid, cam = parse_person_name(name)
-    if pid is None or cam is None:
-        raise ValueError(f"not a Market-1501 image name (PPPP_cC...): {name!r}")
-    return pid, cam
-
-
 def market_training_set(train_dir: Path) -> tuple[list[Path], np.ndarray]:
     """Training images and person ids of a Market-1501 folder, junk (-1) and distractors (0) out.
 
@@ -65,7 +56,7 @@ def market_training_set(train_dir: Path) -> tuple[list[Path], np.ndarray]:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        pid, _ = _parse_market_name(path.name)
+        pid, _ = parse_market_name(path.name, strict=False)  # DukeMTMC-reID names too
         if pid > 0:
             paths.append(path)
             pids.append(pid)

@@ -1,0 +1,4 @@
+"""Data sets on disk, read by training and evaluation alike.
+
+Entry points: `indexer.datasets.reid` (`load_viper`, `load_market`, `PersonSet`, `MarketSplit`).
+"""
