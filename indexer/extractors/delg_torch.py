@@ -36,7 +36,6 @@ from torch import nn
 from indexer.backbones.efficientnet_lite import (
     HEAD_CHANNELS,
     EfficientNetLite0,
-    MBConv,
     efficientnet_lite0,
 )
 from indexer.errors import ModelLoadError
@@ -93,27 +92,9 @@ def top_by_score(scores: np.ndarray, k: int, threshold: float | None) -> np.ndar
 
 
 def backbone_maps(model: EfficientNetLite0, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Lite0's maps: `stride16` (112 ch), `expanded` (672 ch, stride 16) and `head` (1280 ch).
-
-    `expanded` is the last stage-5 block's activation after its depthwise conv (ReLU6), the
-    widest stride-16 map; the block is unrolled here to reach it.
-    """
-    x = model.act(model._bn0(model._conv_stem(x)))
-    last16 = model.stage_ends[4]
-    out: dict[str, torch.Tensor] = {}
-    for i, module in enumerate(model._blocks):
-        block: MBConv = module  # type: ignore[assignment]  # ModuleList items are Modules to mypy
-        if i != last16:
-            x = block(x)
-            continue
-        y = model.act(block._bn0(block._expand_conv(x))) if block.has_expand else x
-        y = F.relu6(block._bn1(block._depthwise_conv(y)))
-        out["expanded"] = y
-        y = block._bn2(block._project_conv(y))
-        x = x + y if block.skip else y
-        out["stride16"] = x
-    out["head"] = model.act(model._bn1(model._conv_head(x)))
-    return out
+    """Lite0's maps: `stride16` (112 ch), `expanded` (672 ch, stride 16) and `head` (1280 ch);
+    see `EfficientNetLite0.forward_stages`."""
+    return model.forward_stages(x)
 
 
 @dataclass
