@@ -162,16 +162,11 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """Hue, saturation, value of uint8 RGB, each in [0, 1], as MATLAB's rgb2hsv."""
-    c = rgb.astype(np.float64) / 255.0
-    r, g, b = c[..., 0], c[..., 1], c[..., 2]
-    v = c.max(axis=-1)
-    delta = v - c.min(axis=-1)
-    safe = np.where(delta > 0, delta, 1.0)
-    hue = np.where(v == r, (g - b) / safe, np.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    hue = np.where(delta > 0, (hue / 6) % 1.0, 0.0)
-    saturation = np.where(v > 0, delta / np.where(v > 0, v, 1.0), 0.0)
-    return np.stack([hue, saturation, v], axis=-1)
+    """Hue, saturation, value of uint8 RGB, each in [0, 1], as MATLAB's rgb2hsv (scikit-image's
+    `rgb2hsv`, which follows the same definition)."""
+    from skimage.color import rgb2hsv
+
+    return np.asarray(rgb2hsv(rgb.astype(np.float64) / 255.0, channel_axis=-1), np.float64)
 
 
 def _colour_channels(rgb: np.ndarray, space: str) -> np.ndarray:

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -34,6 +33,7 @@ from indexer.extractors.pcb import (
     part_loss,
     resize_crop,
 )
+from indexer.images import ImageReadError, read_image
 from indexer.naming import parse_market_name
 from storage.atomic import atomic_write
 
@@ -73,11 +73,12 @@ def _read_crops(paths: list[Path], size: tuple[int, int]) -> tuple[np.ndarray, n
     crops = np.empty((len(paths), size[0], size[1], 3), np.uint8)
     kept: list[int] = []
     for i, path in enumerate(tqdm(paths, desc="reading crops", unit="img", leave=False)):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            logger.warning("skipping unreadable image %s", path)
+        try:
+            rgb = read_image(path, max(size))  # decoded as indexing decodes it
+        except ImageReadError as exc:
+            logger.warning("skipping unreadable image %s: %s", path, exc.reason)
             continue
-        crops[len(kept)] = resize_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)  # as extraction
+        crops[len(kept)] = resize_crop(rgb, size)  # as extraction
         kept.append(i)
     return crops[: len(kept)], np.asarray(kept, np.int64)
 
