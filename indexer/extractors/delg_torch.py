@@ -43,6 +43,7 @@ from indexer.extractors.base import JointExtractor, default_device
 from indexer.extractors.gem import resize_longer_side, to_tensor
 from indexer.features import LocalFeatures
 from indexer.functional import gem, l2_normalize
+from indexer.imageops import check_rgb
 from indexer.projections import pca_whitening
 from storage.atomic import atomic_write
 
@@ -292,8 +293,7 @@ class DelgEfficientNet(JointExtractor):
 
         `layers` names the local maps to keep (default: the one the heads use).
         """
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        check_rgb(image)
         if scales is None:
             scales = sorted({*self.conf["global_scales"], *self.conf["local_scales"]})
         h0, w0 = image.shape[:2]

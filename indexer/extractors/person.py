@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from indexer.extractors.base import join_options, split_options
+from indexer.imageops import check_rgb, l2_normalize  # noqa: F401  # l2_normalize: public here
 from indexer.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -130,21 +131,11 @@ def _resolve(name: str) -> BatchFn:
     return PERSON_METHODS.get(name)
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows divided by their L2 norm (all-zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
-
-
 def _check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     if len(images) == 0:
         raise ValueError("no images to describe")
     for i, im in enumerate(images):
-        if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 \
-                or im.shape[2] != 3:
-            shape = getattr(im, "shape", None)
-            dtype = getattr(im, "dtype", type(im).__name__)
-            raise ValueError(f"image {i} must be an (H, W, 3) uint8 RGB array, "
-                             f"got shape {shape} dtype {dtype}")
+        check_rgb(im, f"image {i}")
     return list(images)
 
 

@@ -116,3 +116,17 @@ def test_schema_reads_by_alias_and_name() -> None:
     config = GalleryConfig(global_={"name": "person", "conf": {"method": "lomo"}}, metric="l2")
     assert config.stored()["global"] == {"name": "person", "conf": {"method": "lomo"}}
     assert config.extractors["global"] is config.global_
+
+
+def test_registry_lists_valid_names_and_sees_later_entries() -> None:
+    from indexer.registry import Registry
+
+    table = {"b": "indexer.config:CONFIG_VERSION"}
+    from indexer.registry import import_target
+
+    registry: Registry[int] = Registry("thing", table, import_target)
+    assert registry.get("b") == CONFIG_VERSION  # imported on first use
+    table["a"] = "indexer.config:CONFIG_VERSION"
+    assert list(registry) == ["a", "b"] and "a" in registry
+    with pytest.raises(ValueError, match="unknown thing 'c'; valid: a, b"):
+        registry.get("c")

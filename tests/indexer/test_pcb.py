@@ -156,7 +156,7 @@ def test_pcb_batch_edges(pcb: PCB) -> None:
     assert pcb_batch([], model=pcb, device="cpu").shape == (0, 6 * 1280)
     assert pcb_batch([], model=pcb, device="cpu", reduced=True).shape == (0, 6 * 256)
     bad = [*_crops(1), np.zeros((10, 10), np.uint8)]
-    with pytest.raises(ValueError, match="image 1: expected RGB uint8"):
+    with pytest.raises(ValueError, match=r"image 1: expected an \(H, W, 3\) uint8 RGB array"):
         pcb_batch(bad, model=pcb, device="cpu")
 
 
