@@ -24,14 +24,12 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.errors import TansakuError
-from engine.evaluation.retrieval_metrics import (
+from engine.evaluation.retrieval_metrics import crop_query, mean_average_precision, revisited_map
+from indexer.datasets.retrieval import (
     Query,
     RevisitedGT,
-    crop_query,
     holidays_ground_truth,
     load_revisited_ground_truth,
-    mean_average_precision,
-    revisited_map,
 )
 from indexer.describe import Description
 from indexer.images import ImageReadError, read_image
