@@ -33,7 +33,7 @@ from indexer.pipeline import (
 )
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
-from matcher.rerank import RERANK_MODES, RerankConf, rerank_mode
+from matcher.rerank import RerankConf, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
@@ -504,9 +504,10 @@ def rerank_conf(mode: str | None = None, verifier: str | None = None) -> RerankC
 
     if mode is None and verifier is None:
         return None
-    if mode is not None and mode not in RERANK_MODES:
-        raise TansakuError(f"unknown re-ranking mode {mode!r}; valid: {', '.join(RERANK_MODES)}")
-    conf = rerank_mode(mode or "ours")
+    try:
+        conf = rerank_mode(mode or "ours")
+    except ValueError as exc:  # an unknown mode, with the valid ones
+        raise TansakuError(str(exc)) from exc
     if verifier is None:
         return conf
     if verifier not in SUPPORTED:

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import select
 
 from engine.errors import TansakuError
-from engine.evaluation.reid import describe_set
+from engine.evaluation.reid import FORMATS, describe_set
 from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.extractors.gog import GOGNormalizer
 from indexer.pipeline import rebuild_index
@@ -28,13 +28,9 @@ log = logging.getLogger(__name__)
 
 def _training_persons(dataset: Path, fmt: str) -> PersonSet:
     try:
-        if fmt == "market":
-            return load_market(dataset).train
-        if fmt == "viper":
-            return load_viper(dataset)
-    except (FileNotFoundError, ValueError) as exc:
+        return load_market(dataset).train if FORMATS.check(fmt) == "market" else load_viper(dataset)
+    except (FileNotFoundError, ValueError) as exc:  # the format, the layout or a file name
         raise TansakuError(str(exc)) from exc
-    raise TansakuError(f"unknown --format {fmt!r}; valid: market, viper")
 
 
 def train_projection(

@@ -18,6 +18,7 @@ from engine.evaluation.reid_metrics import ReidScores, evaluate_rank
 from indexer.datasets.reid import MarketSplit, PersonSet, load_market, load_viper
 from indexer.naming import parse_market_name
 from indexer.projections.gallery import PROJECTIONS
+from indexer.projections.gallery import make_projection as make_gallery_projection
 from indexer.projections.kxqda import KXQDA, sq_distances
 from indexer.projections.xqda import XQDA, quadratic_distance
 from indexer.registry import Registry
@@ -141,8 +142,7 @@ def evaluate_market(
 
 def make_projection(metric: str) -> XQDA | KXQDA | None:
     """The projection a metric name stands for (None: plain Euclidean distance)."""
-    kind = METRICS.get(metric)
-    return None if kind is None else kind()
+    return None if METRICS.check(metric) == "euclidean" else make_gallery_projection(metric)
 
 
 def _normalized(

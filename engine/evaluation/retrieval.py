@@ -34,13 +34,15 @@ from indexer.datasets.retrieval import (
 from indexer.describe import Description
 from indexer.images import ImageReadError, read_image
 from indexer.profiles import resolve_profile
+from indexer.registry import Registry
 from matcher.rerank import RerankConf
 
 if TYPE_CHECKING:
     from engine.core import Engine, OpenGallery
 
 log = logging.getLogger(__name__)
-FORMATS = ("holidays", "roxford", "rparis")
+FORMATS: Registry[str] = Registry(
+    "--format", {"holidays": "holidays", "roxford": "roxford", "rparis": "rparis"}, sort=False)
 REVISITED_PICKLES = {"roxford": "gnd_roxford5k.pkl", "rparis": "gnd_rparis6k.pkl"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -228,8 +230,10 @@ def evaluate_retrieval(
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
+    try:
+        FORMATS.check(fmt)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
     if fmt == "holidays":
         return evaluate_holidays(engine, dataset, rerank, shortlist, conf, config)
-    if fmt in REVISITED_PICKLES:
-        return evaluate_revisited(engine, dataset, fmt, rerank, shortlist, conf, config)
-    raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return evaluate_revisited(engine, dataset, fmt, rerank, shortlist, conf, config)

@@ -32,6 +32,7 @@ from indexer.datasets.retrieval import (  # noqa: F401  # re-exported: the groun
     load_revisited_ground_truth,
     parse_revisited_ground_truth,
 )
+from indexer.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +101,7 @@ AP_METHODS: dict[str, Callable[..., float]] = {
 
 
 def _ap_function(method: str) -> Callable[..., float]:
-    if method not in AP_METHODS:
-        raise ValueError(f"unknown AP method {method!r}; valid: {sorted(AP_METHODS)}")
-    return AP_METHODS[method]
+    return Registry("AP method", AP_METHODS).get(method)
 
 
 def _check_rows(ranks: Sequence[Any] | np.ndarray, n_queries: int) -> None:
