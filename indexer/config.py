@@ -40,9 +40,10 @@ class ExtractorSpec(BaseModel):
 
 
 class WhiteningConfig(BaseModel):
-    """When and how a landmark gallery learns PCA-whitening from its own global vectors."""
+    """When and how a landmark gallery learns PCA-whitening from its own global vectors (settings
+    this schema does not know yet are kept as written, like the gallery's own)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     min_images: int = Field(default=300, ge=2)  # no whitening below this: raw vectors (fewer over-fit it)
     refit_growth: float = Field(default=1.5, gt=1.0)  # learn it again once the gallery is this much larger
@@ -68,9 +69,9 @@ class ProjectionConfig(BaseModel):
 
 
 class StoreConfig(BaseModel):
-    """How a gallery's feature store keeps local descriptors."""
+    """How a gallery's feature store keeps local descriptors (other settings kept as written)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")
 
     local: Literal["float16", "float32", "int8"] = "float16"
 
