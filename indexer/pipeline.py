@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from indexer.config import WHITENING_DEFAULTS  # defaults of the gallery configuration schema
+from indexer.config import WHITENING_DEFAULTS, parse_config  # the gallery configuration schema
 from indexer.describe import Describer, to_arrays
 from indexer.images import ImageReadError, content_hash, discover_images, read_image
 from indexer.naming import parse_person_name
@@ -220,7 +220,7 @@ def _process_batch(
     if not good:
         return
     descriptions = describer.describe_batch([im for _, im in good])
-    local_dtype = (describer.config.get("store") or {}).get("local", "float16")
+    local_dtype = parse_config(describer.config).store.local  # the schema holds the default
     for (task, _), desc in zip(good, descriptions, strict=True):
         store.put(task.image_id, to_arrays(desc, local_dtype))
     ids = np.array([t.image_id for t, _ in good], dtype=np.int64)
