@@ -15,7 +15,7 @@ $(BASE): pyproject.toml
 	touch $@
 
 $(DEV): $(BASE)
-	$(PIP) -e ".[dev,delg]"
+	$(PIP) -e ".[dev,delg,postgres,ray]"
 	touch $@
 
 demo: $(BASE)  ## build a demo gallery from bundled sample photos and query it

@@ -62,12 +62,15 @@ def index(
     ] = None,
     model: ModelOption = None,
     db: DbOption = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Describe images on Ray Data workers: a Ray address, or `local` for a "
+        "local Ray instance (pip install 'tansaku[ray]').")] = None,
 ) -> None:
     """Index FOLDER into a gallery: new and changed files are described, unchanged ones skipped."""
     from engine.core import profile_config
 
     summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune,
-                                       config=profile_config(profile, method, model))
+                                       config=profile_config(profile, method, model), ray=ray)
     for rel, reason in summary.failures:
         typer.echo(f"failed: {rel}: {reason}", err=True)
     typer.echo(
@@ -85,6 +88,9 @@ def query(
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Global ranking only.")] = False,
     rerank_mode: RerankModeOption = None,
     verifier: VerifierOption = None,
+    explain: Annotated[Path | None, typer.Option(
+        help="Write heat maps of the query and each result here (person galleries with abn:CKPT).")
+    ] = None,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -92,7 +98,8 @@ def query(
     from engine.core import rerank_conf
 
     result = _engine(db).query(image, gallery, top_k=top_k, shortlist=shortlist,
-                               rerank=not no_rerank, conf=rerank_conf(rerank_mode, verifier))
+                               rerank=not no_rerank, conf=rerank_conf(rerank_mode, verifier),
+                               explain=explain)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -171,18 +178,25 @@ def eval_retrieval(
 @eval_app.command("reid")
 def eval_reid(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="viper or market.")] = "viper",
+    fmt: Annotated[str, typer.Option("--format", help="viper, market or multishot.")] = "viper",
     method: Annotated[str, typer.Option(help="lomo, gog, pcb, pcb:CKPT (a train-pcb or torchreid "
-                                        "checkpoint), or a fusion like gog+pcb:CKPT.")] = "lomo",
+                                        "checkpoint), abn:CKPT (train-reid), or a fusion like "
+                                        "gog+pcb:CKPT.")] = "lomo",
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
-    trials: Annotated[int, typer.Option(help="Random splits (VIPeR).")] = 10,
+    trials: Annotated[int, typer.Option(help="Random splits (VIPeR, multishot).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    shots: Annotated[int | None, typer.Option(
+        help="Frames per tracklet (multishot; default: all).")] = None,
+    pooling: Annotated[str, typer.Option(
+        help="Tracklet pooling (multishot): mean, max, or attention (abn:CKPT's temporal "
+        "attention).")] = "mean",
     as_json: JsonOption = False,
 ) -> None:
-    """Re-identification CMC / mAP / mINP on VIPeR or a Market-1501 layout."""
+    """Re-identification CMC / mAP / mINP on VIPeR, a Market-1501 layout or tracklets."""
     from engine.evaluation.reid import evaluate_reid
 
-    scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed)
+    scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed,
+                           shots=shots, pooling=pooling)
     _emit_scores(scores, as_json)
 
 
@@ -215,6 +229,35 @@ def train_pcb(
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
     path = train(dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    typer.echo(f"checkpoint: {path}")
+
+
+@app.command("train-reid")
+def train_reid(
+    peta_dir: Annotated[Path, typer.Argument(help="PETA folder (its TownCentre, 3DPeS and SARC3D "
+                                             "identities are used).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (resumed when it exists).")],
+    no_attention: Annotated[bool, typer.Option("--no-attention",
+                                               help="Baseline: no attention branch.")] = False,
+    recipe: Annotated[str, typer.Option(help="full (about an hour on a CPU) or short (tests).")
+                      ] = "full",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train the re-ID network with an attention branch (ABN) and its temporal attention.
+
+    Use the result with `--method abn:OUT`.
+    """
+    from indexer.models.reid_abn.train import RECIPES
+    from indexer.models.reid_abn.train import train_reid as train
+
+    if not peta_dir.is_dir():
+        raise TansakuError(f"training folder not found: {peta_dir}")
+    if recipe not in RECIPES:
+        raise TansakuError(f"unknown --recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    try:
+        path = train(peta_dir, out, attention=not no_attention, recipe=recipe, seed=seed)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
     typer.echo(f"checkpoint: {path}")
 
 

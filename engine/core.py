@@ -23,14 +23,9 @@ from engine.settings import Settings
 from indexer.config import WHITENING_DEFAULTS, ConfigError, GalleryConfig, parse_config
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.errors import ModelLoadError
+from indexer.gallery_index import pending_index_path
 from indexer.images import ImageReadError, discover_images, read_image
-from indexer.pipeline import (
-    EmptyFolderError,
-    IndexSummary,
-    OverlappingSourceError,
-    index_folder,
-    pending_index_path,
-)
+from indexer.pipeline import EmptyFolderError, IndexSummary, OverlappingSourceError, index_folder
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
 from matcher.rerank import RerankConf, rerank_mode
@@ -302,11 +297,12 @@ class Engine:
     # indexing ----------------------------------------------------------------------------------
     def index_folder(
         self, folder: str | Path, gallery: str, profile: str = "landmark", prune: bool = False,
-        batch_size: int = 16, config: dict[str, Any] | None = None,
+        batch_size: int = 16, config: dict[str, Any] | None = None, ray: str | None = None,
     ) -> IndexSummary:
         """Index `folder` into `gallery` (created on first use); see `indexer.pipeline`.
 
         A gallery holds any number of folders; `prune` drops the vanished files of this one only.
+        `ray`: describe the images on Ray Data workers at this address ("local": a local Ray).
         """
         folder = Path(folder).expanduser()
         if not folder.exists():
@@ -323,10 +319,11 @@ class Engine:
             row = self._fit_existing_heads(row, folder)
         try:
             return index_folder(folder, row, self.sessions, self.settings.home,
-                                describer_factory=factory, prune=prune, batch_size=batch_size)
+                                describer_factory=factory, prune=prune, batch_size=batch_size,
+                                ray_address=ray)
         except (EmptyFolderError, GalleryBusyError, OverlappingSourceError) as exc:
             raise TansakuError(str(exc)) from exc
-        except ModelLoadError as exc:  # a projection file, say
+        except ModelLoadError as exc:  # a projection file, or Ray missing, say
             raise model_error(exc) from exc
 
     def _fit_heads(
@@ -372,28 +369,80 @@ class Engine:
     # querying ----------------------------------------------------------------------------------
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
-        rerank: bool = True, conf: RerankConf | None = None,
+        rerank: bool = True, conf: RerankConf | None = None, explain: str | Path | None = None,
     ) -> QueryResult:
-        """Rank `gallery` for the image at `image`."""
+        """Rank `gallery` for the image at `image`; with `explain`, write heat maps of each
+        result there (see `matcher.explain`)."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
         if top_k < 1 or shortlist < 1:
             raise TansakuError("--top-k and --shortlist must be at least 1")
         opened = self.open_gallery(gallery)
-        try:
-            pixels = read_image(path, opened.describer.max_side)
-        except ImageReadError as exc:
-            raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
         start = time.perf_counter()
-        description = opened.describer.describe(pixels)
+        if path.is_dir():  # a tracklet: crops of one person from one camera
+            frames = self._tracklet_frames(opened, path)
+            pixels, description = frames[0], self._describe_tracklet(opened, frames)
+        else:
+            try:
+                pixels = read_image(path, opened.describer.max_side)
+            except ImageReadError as exc:
+                raise TansakuError(f"cannot read query image {exc.path}: {exc.reason}") from exc
+            description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
         result = opened.searcher(conf).search(
             description, top_k=top_k, shortlist=shortlist, rerank=rerank,
             vector=opened.projected(description),
         )
         times = {"extraction": extraction, **result.times}
-        return QueryResult(str(path), gallery, opened.ranked(result.hits), times)
+        ranked = opened.ranked(result.hits)
+        if explain is not None:
+            self._explain(opened, pixels, ranked, Path(explain).expanduser())
+        return QueryResult(str(path), gallery, ranked, times)
+
+    @staticmethod
+    def _tracklet_frames(opened: OpenGallery, folder: Path) -> list[np.ndarray]:
+        if opened.gallery.profile != "person":
+            raise TansakuError(f"a folder query is a tracklet of person crops; gallery "
+                               f"{opened.gallery.name!r} has profile {opened.gallery.profile!r}")
+        frames = list(_readable(sorted(discover_images(folder)), opened.describer.max_side))
+        if not frames:
+            raise TansakuError(f"no readable image in the query folder {folder}")
+        return frames
+
+    @staticmethod
+    def _describe_tracklet(opened: OpenGallery, frames: list[np.ndarray]) -> Description:
+        """One description of a tracklet: its frames' vectors pooled by the method's temporal
+        attention (abn:CKPT) or by their mean."""
+        from indexer.extractors.abn import abn_checkpoint, abn_frame_scores
+
+        vectors = np.stack([d.global_vector for d in opened.describer.describe_batch(frames)])
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method)
+        weights = np.full(len(frames), 1.0 / len(frames))
+        if ckpt is not None:
+            scores = abn_frame_scores(frames, ckpt)
+            weights = np.exp(scores - scores.max())
+            weights /= weights.sum()
+        return Description((weights[:, None] * vectors).sum(0).astype(np.float32), None)
+
+    def _explain(self, opened: OpenGallery, pixels: np.ndarray, ranked: list[RankedImage],
+                 out_dir: Path) -> list[Path]:
+        """Heat-map panels of the query and each result (person galleries with `abn:CKPT`)."""
+        from matcher.explain import abn_checkpoint, explain_results
+
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method) if opened.gallery.profile == "person" else None
+        if ckpt is None:
+            raise TansakuError(f"--explain needs a person gallery described by abn:CKPT; "
+                               f"gallery {opened.gallery.name!r} uses {method or 'no person method'}")
+        try:
+            results = [(r.path, read_image(Path(r.path))) for r in ranked]
+            return explain_results(ckpt, pixels, results, out_dir)
+        except ImageReadError as exc:
+            raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
+        except ModelLoadError as exc:
+            raise TansakuError(str(exc)) from exc
 
 
 def build_describer(config: dict[str, Any]) -> Describer:

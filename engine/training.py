@@ -11,11 +11,12 @@ import numpy as np
 from sqlalchemy import select
 
 from engine.errors import TansakuError
-from engine.evaluation.reid import FORMATS, describe_set
+from engine.evaluation.reid import describe_set
 from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.extractors.gog import GOGNormalizer
-from indexer.pipeline import rebuild_index
+from indexer.gallery_index import rebuild_index
 from indexer.projections.gallery import PROJECTIONS, make_projection, needs_gog_normalizer
+from indexer.registry import Registry
 from storage.atomic import atomic_write
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus
@@ -25,10 +26,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# the layouts whose training identities a projection is learned from
+TRAINING_FORMATS: Registry[str] = Registry("--format", {"market": "market", "viper": "viper"})
+
 
 def _training_persons(dataset: Path, fmt: str) -> PersonSet:
     try:
-        return load_market(dataset).train if FORMATS.check(fmt) == "market" else load_viper(dataset)
+        return load_market(dataset).train if TRAINING_FORMATS.check(fmt) == "market" \
+            else load_viper(dataset)
     except (FileNotFoundError, ValueError) as exc:  # the format, the layout or a file name
         raise TansakuError(str(exc)) from exc
 

@@ -73,7 +73,7 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    local: Literal["float16", "float32", "int8"] = "float16"
+    local: Literal["float32", "float16", "int8", "uint8", "uint4"] = "float16"  # describe.LOCAL_DTYPES
 
 
 class GalleryConfig(BaseModel):

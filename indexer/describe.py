@@ -81,28 +81,43 @@ class Describer:
         return self.describe_batch([image], [resize_factor])[0]
 
 
-LOCAL_DTYPES = ("float32", "float16", "int8")
+LOCAL_DTYPES = ("float32", "float16", "int8", "uint8", "uint4")
 INT8_SCALE = 127.0
+# RootSIFT components lie in [0, ~0.32] (SIFT clips its normalised bins at 0.2): x 512 keeps
+# ~0.001 steps in one byte, and clipping at 255 (0.498) never bites.
+UINT8_SCALE = 512.0
+# uint4: 16 levels over [0, 0.3], two components a byte (components above 0.3 are rare and clipped)
+UINT4_SCALE = 50.0
 
 
 def to_arrays(desc: Description, local_dtype: str = "float16") -> dict[str, np.ndarray]:
     """Arrays for the feature store; local descriptors as `local_dtype`.
 
     float16 halves float32's bytes with no change in ranking; int8 (components x 127, rounded)
-    quarters them and is meant for unit-norm descriptors (DELG's), whose components lie in [-1, 1].
+    quarters them and is meant for unit-norm descriptors (DELG's), whose components lie in [-1, 1];
+    uint8 (components x 512, rounded) quarters them for non-negative ones (RootSIFT's), and keeps
+    the detector scores as float16.
     """
     if local_dtype not in LOCAL_DTYPES:
         raise ValueError(f"unknown local descriptor type {local_dtype!r}; valid: {LOCAL_DTYPES}")
     arrays = {"global": desc.global_vector.astype(np.float32)}
     if desc.local is not None:
         arrays["keypoints"] = desc.local.keypoints.astype(np.float32)
-        arrays["descriptors"] = _encode(desc.local.descriptors, local_dtype)
+        if local_dtype == "uint4":
+            arrays["descriptors_u4"] = _encode_uint4(desc.local.descriptors)
+        else:
+            arrays["descriptors"] = _encode(desc.local.descriptors, local_dtype)
         if desc.local.scores is not None:
-            arrays["scores"] = desc.local.scores.astype(np.float32)
+            score_dtype = np.float16 if local_dtype in ("uint8", "uint4") else np.float32
+            arrays["scores"] = desc.local.scores.astype(score_dtype)
     return arrays
 
 
 def _encode(descriptors: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8":
+        if len(descriptors) and float(descriptors.min()) < -1e-6:
+            raise ValueError("uint8 storage needs non-negative descriptor components (RootSIFT)")
+        return np.clip(np.round(descriptors * UINT8_SCALE), 0, 255).astype(np.uint8)
     if dtype != "int8":
         return descriptors.astype(dtype)
     peak = float(np.abs(descriptors).max(initial=0.0))
@@ -111,9 +126,34 @@ def _encode(descriptors: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.round(descriptors * INT8_SCALE), -127, 127).astype(np.int8)
 
 
+def _encode_uint4(descriptors: np.ndarray) -> np.ndarray:
+    """Non-negative descriptors (even width) as 4-bit levels, two to a byte: (N, D / 2) uint8."""
+    if len(descriptors) and float(descriptors.min()) < -1e-6:
+        raise ValueError("uint4 storage needs non-negative descriptor components (RootSIFT)")
+    if descriptors.shape[1] % 2:
+        raise ValueError(f"uint4 storage needs an even descriptor width, got {descriptors.shape[1]}")
+    q = np.clip(np.round(descriptors * UINT4_SCALE), 0, 15).astype(np.uint8)
+    return (q[:, 0::2] << 4) | q[:, 1::2]
+
+
+def _decode_uint4(packed: np.ndarray) -> np.ndarray:
+    out = np.empty((len(packed), 2 * packed.shape[1]), np.float32)
+    out[:, 0::2] = packed >> 4
+    out[:, 1::2] = packed & 15
+    out *= np.float32(1.0 / UINT4_SCALE)
+    return out
+
+
 def local_from_arrays(arrays: dict[str, np.ndarray]) -> LocalFeatures:
     """Local features back from the feature store (descriptors as float32)."""
-    descriptors = arrays["descriptors"].astype(np.float32)
-    if arrays["descriptors"].dtype == np.int8:
-        descriptors /= INT8_SCALE
+    if "descriptors_u4" in arrays:
+        return LocalFeatures(arrays["keypoints"], _decode_uint4(arrays["descriptors_u4"]),
+                             arrays.get("scores"))
+    codes = arrays["descriptors"]
+    if codes.dtype == np.int8:  # one pass: scaled straight into float32
+        descriptors = np.multiply(codes, np.float32(1.0 / INT8_SCALE), dtype=np.float32)
+    elif codes.dtype == np.uint8:
+        descriptors = np.multiply(codes, np.float32(1.0 / UINT8_SCALE), dtype=np.float32)
+    else:
+        descriptors = codes.astype(np.float32)
     return LocalFeatures(arrays["keypoints"], descriptors, arrays.get("scores"))

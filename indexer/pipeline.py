@@ -5,18 +5,13 @@ FAISS file and its features are in the store. Rows are created PENDING first (wh
 ids), work is checkpointed (FAISS saved, then SQL committed), and every run starts by reconciling the
 three stores, so a run killed at any point is finished by the next one with nothing duplicated.
 
-A landmark gallery whose configuration asks for it (`"whitening"`) learns PCA-whitening from its own
-stored global vectors once it holds enough images, and learns it again each time it has grown by
-the configured factor; the FAISS index is then rebuilt from the stored raw vectors. The switch is
-two-phase: the new index is written under a name tied to the new projection, the configuration is
-committed, and only then is the index moved into place, so a run killed in between is rolled
-forward (or back) by `finish_projection_switch`.
+The gallery's index life-cycle (PCA-whitening learned as it grows, the two-phase, crash-safe index
+switch) lives in `indexer.gallery_index`; this module calls it at the start and end of each run.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,13 +25,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from indexer.config import WHITENING_DEFAULTS, parse_config  # the gallery configuration schema
+from indexer.config import parse_config  # the gallery configuration schema
 from indexer.describe import Describer, to_arrays
-from indexer.images import ImageReadError, content_hash, discover_images, read_image
+from indexer.distributed import Described, describe_files
+from indexer.gallery_index import (
+    finish_projection_switch,
+    rebuild_index,
+    refresh_index,
+    refresh_whitening,
+)
+from indexer.images import ImageReadError, content_hash, discover_images
 from indexer.naming import parse_person_name
-from indexer.projections import pca_whitening
 from indexer.projections.gallery import Projector, load_projector
-from storage.feature_store import FeatureStore
+from storage.feature_store import Store
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, Source, utcnow
 from storage.vector_index import VectorIndex
@@ -75,7 +76,7 @@ class _Task:
 
 
 def reconcile(
-    session: Session, gallery: Gallery, index: VectorIndex | None, store: FeatureStore
+    session: Session, gallery: Gallery, index: VectorIndex | None, store: Store
 ) -> int:
     """Bring SQL, FAISS and the feature store into agreement after an interrupted run.
 
@@ -179,18 +180,14 @@ def _batches(tasks: list[_Task], size: int) -> Iterator[list[_Task]]:
         yield tasks[start : start + size]
 
 
-def _read(task: _Task, max_side: int | None) -> np.ndarray | ImageReadError:
-    try:
-        return read_image(task.path, max_side)
-    except ImageReadError as exc:
-        return exc
-
-
 class _Checkpointer:
-    """Saves FAISS then commits SQL, at most every `every` seconds (and when asked to force)."""
+    """Flushes the feature store, saves FAISS, then commits SQL, at most every `every` seconds
+    (and when asked to force)."""
 
-    def __init__(self, session: Session, index: VectorIndex, files: GalleryFiles, every: float):
+    def __init__(self, session: Session, index: VectorIndex, files: GalleryFiles, every: float,
+                 store: Store):
         self.session, self.index, self.files, self.every = session, index, files, every
+        self.store = store
         self.last = time.monotonic()
         self.dirty = False
 
@@ -198,20 +195,28 @@ class _Checkpointer:
         if not force and time.monotonic() - self.last < self.every:
             return
         if self.dirty:
+            self.store.flush()
             self.index.save(self.files.index_path)
         self.session.commit()
         self.last, self.dirty = time.monotonic(), False
 
 
+def _describe_here(
+    batch: list[_Task], describer: Describer, pool: ThreadPoolExecutor
+) -> list[Described]:
+    """Read and describe a batch in this process (files read by two threads)."""
+    return describe_files(describer, [t.path for t in batch], pool.map)
+
+
 def _process_batch(
-    batch: list[_Task], describer: Describer, session: Session, index: VectorIndex,
-    store: FeatureStore, summary: IndexSummary, pool: ThreadPoolExecutor,
-    projector: Projector | None,
+    batch: list[_Task], described: list[Described], session: Session, index: VectorIndex,
+    store: Store, summary: IndexSummary, projector: Projector | None, local_dtype: str,
 ) -> None:
-    images = list(pool.map(_read, batch, [describer.max_side] * len(batch)))
-    good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
-    for task, result in zip(batch, images, strict=True):
-        if isinstance(result, ImageReadError):
+    """Store what was made of a batch: features, vectors, rows (the single writer)."""
+    good = [(t, shape, d) for t, (shape, d) in zip(batch, described, strict=True) if d is not None]
+    for task, (result, desc) in zip(batch, described, strict=True):
+        if desc is None:
+            assert isinstance(result, ImageReadError)
             row = session.get(Image, task.image_id)
             assert row is not None
             index.remove(np.array([task.image_id]))
@@ -219,17 +224,15 @@ def _process_batch(
             _record_failure(session, None, row, task.rel, result.reason, summary)
     if not good:
         return
-    descriptions = describer.describe_batch([im for _, im in good])
-    local_dtype = parse_config(describer.config).store.local  # the schema holds the default
-    for (task, _), desc in zip(good, descriptions, strict=True):
+    for task, _, desc in good:
         store.put(task.image_id, to_arrays(desc, local_dtype))
-    ids = np.array([t.image_id for t, _ in good], dtype=np.int64)
-    vectors = np.stack([d.global_vector for d in descriptions])
+    ids = np.array([t.image_id for t, _, _ in good], dtype=np.int64)
+    vectors = np.stack([d.global_vector for _, _, d in good])
     index.add(ids, projector(vectors) if projector else vectors)
-    for task, image in good:
+    for task, shape, _ in good:
         row = session.get(Image, task.image_id)
         assert row is not None
-        row.height, row.width = image.shape[:2]
+        row.height, row.width = shape  # type: ignore[misc]
         row.status, row.error = ImageStatus.INDEXED, None
     summary.indexed += len(good)
 
@@ -243,8 +246,12 @@ def index_folder(
     prune: bool = False,
     batch_size: int = 16,
     checkpoint_seconds: float = 30.0,
+    ray_address: str | None = None,
 ) -> IndexSummary:
-    """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees."""
+    """Index `folder` into `gallery` incrementally; see the module docstring for the guarantees.
+
+    With `ray_address` the images are described by Ray Data workers (`indexer.distributed`;
+    "local" starts a local Ray instance) and this process stays the single writer."""
     folder = folder.resolve()
     if not folder.is_dir():
         raise NotADirectoryError(f"not a folder: {folder}")
@@ -263,7 +270,8 @@ def index_folder(
         source = source_for(session, gallery, folder)
         run = IndexRun(gallery_id=gallery.id, root=str(folder), status=RunStatus.RUNNING)
         session.add(run)
-        store = files.features()
+        _migrate_features(files)
+        store = files.features(writable=True)
         index = VectorIndex.load(files.index_path) if files.index_path.exists() else None
         reconcile(session, gallery, index, store)
         tasks, gone = _plan(session, source, folder, paths, summary)
@@ -282,14 +290,15 @@ def index_folder(
             if projector is not None:
                 dim = projector(np.zeros((1, dim), np.float32)).shape[1]
             index = VectorIndex(dim, gallery.config["metric"])
-        checkpoint = _Checkpointer(session, index, files, checkpoint_seconds)
+        checkpoint = _Checkpointer(session, index, files, checkpoint_seconds, store)
         try:
             if prune:
                 _prune(session, gone, index, store, summary)
             _run_tasks(tasks, describer, session, index, store, summary, checkpoint, batch_size,
-                       projector)
+                       projector, ray_address)
             checkpoint(force=True)  # what was indexed is safe before the whitening is learned
             checkpoint.index = index = refresh_whitening(session, gallery, files, index)
+            checkpoint.index = index = refresh_index(session, gallery, files, index)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             run.status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -301,26 +310,46 @@ def index_folder(
     return summary
 
 
+def _migrate_features(files: GalleryFiles) -> None:
+    """Move a gallery's per-image `.npz` feature files (before packing) into its packed store."""
+    count = files.unmigrated_features()
+    if not count:
+        return
+    log.info("migrating %d feature files of %s into a packed store", count, files.root)
+    with logging_redirect_tqdm():
+        for _ in tqdm(files.migrate_features(), total=count, desc="migrating features", unit="img"):
+            pass
+
+
 def _run_tasks(
     tasks: list[_Task], describer: Describer | None, session: Session, index: VectorIndex,
-    store: FeatureStore, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
-    projector: Projector | None,
+    store: Store, summary: IndexSummary, checkpoint: _Checkpointer, batch_size: int,
+    projector: Projector | None, ray_address: str | None = None,
 ) -> None:
     if not tasks or describer is None:
         return
     checkpoint(force=True)  # the PENDING rows exist before any extraction starts
+    local_dtype = parse_config(describer.config).store.local  # the schema holds the default
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:
-        for batch in _batches(tasks, batch_size):
-            _process_batch(batch, describer, session, index, store, summary, pool, projector)
+        results: Iterator[tuple[list[Any], list[Described]]]
+        if ray_address is None:
+            results = ((b, _describe_here(b, describer, pool)) for b in _batches(tasks, batch_size))
+        else:
+            from indexer.distributed import describe_on_ray
+
+            results = describe_on_ray(tasks, describer.config, ray_address, batch_size)
+        for batch, described in results:
+            _process_batch(batch, described, session, index, store, summary, projector,
+                           local_dtype)
             checkpoint.dirty = True
             checkpoint()
             bar.update(len(batch))
 
 
 def _prune(
-    session: Session, gone: list[Image], index: VectorIndex, store: FeatureStore,
+    session: Session, gone: list[Image], index: VectorIndex, store: Store,
     summary: IndexSummary,
 ) -> None:
     index.remove(np.array([row.id for row in gone], dtype=np.int64))
@@ -336,112 +365,3 @@ def _finish(run: IndexRun, summary: IndexSummary, checkpoint: _Checkpointer) -> 
     run.finished_at = utcnow()
     checkpoint.dirty = True
     checkpoint(force=True)
-
-
-def refresh_whitening(
-    session: Session, gallery: Gallery, files: GalleryFiles, index: VectorIndex
-) -> VectorIndex:
-    """Learn the gallery's PCA-whitening again if its configuration asks and it has grown enough.
-
-    Returns the index to use from now on (the same one when nothing was learned).
-    """
-    if not gallery.config.get("whitening"):
-        return index
-    spec = {**WHITENING_DEFAULTS, **gallery.config["whitening"]}
-    ids = index.ids()
-    fitted_on = int((gallery.config.get("projection") or {}).get("images", 0))
-    if len(ids) < spec["min_images"] or (fitted_on and len(ids) < spec["refit_growth"] * fitted_on):
-        return index
-    raw = _stored_globals(files, ids)  # read once: learned from (a sample of), then projected
-    sample = raw
-    if len(raw) > spec["max_sample"]:
-        sample = raw[np.sort(np.random.default_rng(0).choice(len(raw), spec["max_sample"],
-                                                             replace=False))]
-    model = pca_whitening.fit(sample, spec["dim"], whiten=True, shrinkage=spec["shrinkage"])
-    name = f"whitening-{time.time_ns()}.npz"
-    model.save(files.path(name))
-    log.info("learned PCA-whitening of %s from %d global vectors (%d dims)", gallery.name,
-             len(sample), model.projection.shape[0])
-    projection = {"kind": pca_whitening.PCAWhitening.kind, "file": name, "images": len(ids)}
-    new_index = switch_projection(session, gallery, files, {**gallery.config, "projection": projection},
-                                  ids.tolist(), raw)
-    _remove_unused_whitening(files, gallery.config)
-    return new_index
-
-
-def pending_index_path(files: GalleryFiles, config: dict[str, Any]) -> Path | None:
-    """Where an index rebuilt for the configuration's projection waits to be moved into place."""
-    spec = config.get("projection")
-    return files.path(f"{files.index_path.name}.{Path(spec['file']).stem}") if spec else None
-
-
-def switch_projection(
-    session: Session, gallery: Gallery, files: GalleryFiles, config: dict[str, Any], ids: list[int],
-    raw: np.ndarray | None = None,
-) -> VectorIndex:
-    """Give the gallery configuration `config` (a new projection) and an index rebuilt to match.
-
-    `raw` holds the stored global vectors of `ids` when the caller has read them already.
-    """
-    pending = pending_index_path(files, config)
-    assert pending is not None
-    index = _project_stored(files, config, ids, raw)
-    index.save(pending)
-    gallery.config = config
-    session.commit()
-    _move_into_place(pending, files.index_path)
-    return index
-
-
-def _move_into_place(src: Path, dst: Path) -> None:
-    os.replace(src, dst)
-
-
-def finish_projection_switch(files: GalleryFiles, config: dict[str, Any]) -> None:
-    """Complete a projection switch that was cut short: an index rebuilt for the committed
-    projection is moved into place; one rebuilt for a projection never committed is dropped, and
-    so is a whitening learned but never committed."""
-    pending = pending_index_path(files, config)
-    for leftover in files.root.glob(f"{files.index_path.name}.*"):
-        if leftover == pending:
-            log.info("finishing an interrupted projection switch: %s", leftover.name)
-            _move_into_place(leftover, files.index_path)
-        else:
-            leftover.unlink(missing_ok=True)
-    _remove_unused_whitening(files, config)
-
-
-def _remove_unused_whitening(files: GalleryFiles, config: dict[str, Any]) -> None:
-    """Delete whitening files the configuration does not name (replaced, or never committed)."""
-    current = (config.get("projection") or {}).get("file")
-    for learned in files.root.glob("whitening-*.npz"):
-        if learned.name != current:
-            learned.unlink(missing_ok=True)
-
-
-def _stored_globals(files: GalleryFiles, ids: Any) -> np.ndarray:
-    """The raw global vectors of `ids` from the feature store, (N, D) float32."""
-    store = files.features()
-    return np.stack([store.get(int(i))["global"] for i in ids]).astype(np.float32)
-
-
-def _project_stored(
-    files: GalleryFiles, config: dict[str, Any], ids: list[int], raw: np.ndarray | None = None
-) -> VectorIndex:
-    """A new index of the stored raw global vectors of `ids`, through the config's projection."""
-    projector = load_projector(config, files.root)
-    raw = _stored_globals(files, ids) if raw is None else raw
-    vectors = projector(raw) if projector else raw
-    index = VectorIndex(vectors.shape[1], config["metric"])
-    index.add(np.asarray(ids, dtype=np.int64), vectors)
-    return index
-
-
-def rebuild_index(files: GalleryFiles, config: dict[str, Any], ids: list[int]) -> VectorIndex:
-    """Rebuild the gallery's FAISS index from the raw vectors in its feature store (no extraction).
-
-    Used when the vectors no longer fit the index; the new index replaces the old one atomically.
-    """
-    index = _project_stored(files, config, ids)
-    index.save(files.index_path)
-    return index

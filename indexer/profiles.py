@@ -32,7 +32,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "landmark": {
         "model": "gem-rootsift",
         "global": {"name": "gem-efficientnet-lite0", "conf": {}},
-        "local": {"name": "rootsift", "conf": {"max_features": 1000}},
+        # the 860 strongest as 4-bit codes: at most 64 KB an image, 94.33 re-ranked Holidays mAP
+        # against 94.19 for 1000 float16 (README, Scale; spreading them over a grid gave 93.67)
+        "local": {"name": "rootsift", "conf": {"max_features": 860}},
+        "store": {"local": "uint4"},
         "metric": "ip",
         # PCA-whitening learned from the gallery's own vectors once it has enough images
         # (indexer.config.WhiteningConfig holds the floor, 300, and the other defaults)

@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.describe import Description, local_from_arrays
 from matcher.rerank import RerankConf, StageTimes, count_inliers, expanded_query, order_by_inliers
-from storage.feature_store import FeatureStore
+from storage.feature_store import Store
 from storage.vector_index import VectorIndex
 
 
@@ -36,7 +36,7 @@ class SearchResult:
 class Searcher:
     """Searches one gallery: its FAISS index and its feature store."""
 
-    def __init__(self, index: VectorIndex, store: FeatureStore, conf: RerankConf | None = None):
+    def __init__(self, index: VectorIndex, store: Store, conf: RerankConf | None = None):
         self.index = index
         self.store = store
         self.conf = conf or RerankConf()
@@ -59,7 +59,7 @@ class Searcher:
         start = times.add("search", start)
         if rerank and query.local is not None and hits:
             head = hits[:shortlist]
-            candidates = [local_from_arrays(self.store.get(h.image_id)) for h in head]
+            candidates = [local_from_arrays(a) for a in self.store.get_many([h.image_id for h in head])]
             times.add("loading", start)
             inliers = count_inliers(query.local, candidates, self.conf, times)
             start = time.perf_counter()

@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from storage.feature_store import FeatureStore
+from storage.feature_store import FeatureStore, PackedFeatureStore, Store, migrate_npz
 
 
 class GalleryBusyError(RuntimeError):
@@ -17,7 +17,7 @@ class GalleryBusyError(RuntimeError):
 
 
 class GalleryFiles:
-    """`<home>/galleries/<id>/`: `global.faiss`, `features/<image id>.npz` and a write lock."""
+    """`<home>/galleries/<id>/`: `global.faiss`, `features/` (a packed store) and a write lock."""
 
     def __init__(self, home: str | Path, gallery_id: int) -> None:
         self.root = Path(home) / "galleries" / str(gallery_id)
@@ -28,9 +28,27 @@ class GalleryFiles:
         """The FAISS index of the gallery's global descriptors."""
         return self.root / "global.faiss"
 
-    def features(self) -> FeatureStore:
-        """The per-image feature store."""
-        return FeatureStore(self.root / "features")
+    def features(self, writable: bool = False) -> Store:
+        """The gallery's feature store: packed (a gallery from before packing: its `.npz` files
+        until `migrate_features` has moved them). Only the holder of `write_lock` may write."""
+        folder = self.root / "features"
+        if self.unmigrated_features():
+            return FeatureStore(folder)
+        return PackedFeatureStore(folder, writable=writable)
+
+    def unmigrated_features(self) -> int:
+        """How many per-image `.npz` feature files are still to be moved into the packed store."""
+        folder = self.root / "features"
+        return sum(1 for p in folder.glob("*.npz") if p.stem.isdigit()) if folder.is_dir() else 0
+
+    def migrate_features(self) -> Iterator[int]:
+        """Move per-image `.npz` files into the packed store (yields ids; hold `write_lock`)."""
+        folder = self.root / "features"
+        packed = PackedFeatureStore(folder, writable=True)
+        try:
+            yield from migrate_npz(FeatureStore(folder), packed)
+        finally:
+            packed.close()
 
     def path(self, name: str) -> Path:
         """Another file of the gallery (a learned projection, say)."""

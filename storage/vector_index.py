@@ -1,5 +1,21 @@
 """FAISS index of one gallery and descriptor type, keyed by SQL image ids, saved atomically.
 
+Three kinds, chosen by gallery size and memory (`choose_spec`, after the faiss wiki's "Guidelines to
+choose an index" and "Indexing 1M vectors"; thresholds measured by scripts/bench_scale.py):
+
+- `flat`: exact search, for small galleries (`IndexIDMap2` over `IndexFlat`);
+- `ivf`: an inverted file of full vectors (`IVF{K},Flat`, K ~ 4 sqrt(N), an HNSW quantizer from
+  K = 4096 on) where the vectors fit the memory budget, or of 8-bit scalar-quantised ones
+  (`IVF{K},SQ8`, a quarter of the bytes) where they do not;
+- `ivfpq`: OPQ-rotated product codes (`OPQ{M},IVF{K},PQ{M}`) where even SQ8 does not fit.
+
+IVF indexes keep our ids themselves (a hash-table direct map gives `reconstruct` and `remove`).
+An approximate index is trained from the gallery's own vectors, and its search parameters (`nprobe`,
+and the HNSW quantizer's `efSearch`) are chosen when it is built: the smallest that reaches
+recall@10 >= `target_recall` against exact search on a held-back sample of those vectors
+(`tune`). Kind, parameters and the recall measured are stored with the index, in a small header of
+the same file (files without it, written before, are exact indexes and load as before).
+
 The index on disk is always a CPU index; `search` moves a copy to the GPU when a faiss GPU build and
 a GPU are present (`_to_gpu`, the one place that asks). Faiss' GPU indexes cannot remove vectors and
 search at most k = 2048, so edits stay on the CPU copy and k is capped on the GPU.
@@ -7,18 +23,30 @@ search at most k = 2048, so edits stay on the CPU copy and k is capped on the GP
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
-from storage.atomic import atomic_write_bytes
+from storage.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
 GPU_MAX_K = 2048
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+KINDS = ("flat", "ivf", "ivfpq")
+MAGIC = b"TANSAKU-FAISS 1\n"
+
+# Measured on 1280-d whitened GeM-like vectors (scripts/bench_scale.py, README): below this an
+# exact scan is fast enough and an IVF's clusters are too few to pay off.
+FLAT_MAX = 20_000
+MEMORY_BUDGET_MB = 2048.0  # vectors held in RAM by one gallery's index, at most
+TARGET_RECALL = 0.95
 
 
 def gpu_count() -> int:
@@ -27,49 +55,223 @@ def gpu_count() -> int:
     return int(get()) if get is not None else 0
 
 
-def _to_gpu(index: faiss.IndexIDMap2) -> _GpuSearcher | None:
-    """A GPU copy of an IDMap2-wrapped flat index, or None where there is no GPU."""
+@dataclass(frozen=True)
+class IndexSpec:
+    """What to build: the kind and its structure (codes, list count, quantizer)."""
+
+    kind: str = "flat"
+    nlist: int = 0  # inverted lists (ivf, ivfpq)
+    codes: str = "Flat"  # ivf: Flat or SQ8
+    pq_m: int = 0  # ivfpq: sub-quantisers
+    pq_bits: int = 8  # ivfpq: bits per sub-quantiser code
+    hnsw_quantizer: bool = False
+
+    def factory(self, dim: int) -> str:
+        """The faiss index-factory string."""
+        if self.kind == "flat":
+            return "Flat"
+        quantizer = f"IVF{self.nlist}" + ("_HNSW32" if self.hnsw_quantizer else "")
+        if self.kind == "ivf":
+            return f"{quantizer},{self.codes}"
+        return f"OPQ{self.pq_m},{quantizer},PQ{self.pq_m}x{self.pq_bits}"
+
+
+def _nlist(n: int) -> int:
+    """Inverted lists for n vectors: a power of two near 4 sqrt(n) (the wiki's 4..16 sqrt(N)),
+    and no more than n / 39, so that k-means has its 39 training points per list."""
+    near = 2 ** round(math.log2(max(4.0 * math.sqrt(n), 64.0)))
+    return int(min(near, 2 ** math.floor(math.log2(max(n // 39, 1)))))
+
+
+def choose_spec(
+    n: int, dim: int, memory_budget_mb: float = MEMORY_BUDGET_MB, flat_max: int = FLAT_MAX
+) -> IndexSpec:
+    """The index for a gallery of n vectors of `dim` (see the module docstring)."""
+    if n < flat_max:
+        return IndexSpec("flat")
+    nlist = _nlist(n)
+    hnsw = nlist >= 4096
+    mb = n * dim / 2**20
+    if 4 * mb <= memory_budget_mb:
+        return IndexSpec("ivf", nlist, "Flat", hnsw_quantizer=hnsw)
+    if mb <= memory_budget_mb:
+        return IndexSpec("ivf", nlist, "SQ8", hnsw_quantizer=hnsw)
+    pq_m = max(m for m in (8, 16, 32, 48, 64, 96, 128) if dim % m == 0 and m <= dim)
+    return IndexSpec("ivfpq", nlist, pq_m=pq_m, hnsw_quantizer=hnsw)
+
+
+@dataclass
+class Tuning:
+    """Search parameters chosen at build time and the recall they reached."""
+
+    params: dict[str, int] = field(default_factory=dict)
+    recall_at_10: float = 1.0
+    sample: int = 0  # held-back vectors it was measured on
+    target: float = TARGET_RECALL
+
+
+def _to_gpu(index: faiss.Index) -> _GpuSearcher | None:
+    """A GPU copy of the index for searching, or None where there is no GPU (or it cannot move)."""
     if gpu_count() == 0 or not hasattr(faiss, "StandardGpuResources"):
         return None
     resources = faiss.StandardGpuResources()
-    inner = faiss.downcast_index(index.index)
-    gpu_inner = faiss.index_cpu_to_gpu(resources, 0, inner)
-    # Our ids live in the CPU IDMap2; the GPU copy keeps the same order so we map back by position.
-    return _GpuSearcher(resources, gpu_inner, faiss.vector_to_array(index.id_map))
+    try:
+        if isinstance(index, faiss.IndexIDMap2):
+            inner = faiss.index_cpu_to_gpu(resources, 0, faiss.downcast_index(index.index))
+            # Our ids live in the CPU IDMap2; the GPU copy keeps the same order: map back by position.
+            return _GpuSearcher(resources, inner, faiss.vector_to_array(index.id_map))
+        return _GpuSearcher(resources, faiss.index_cpu_to_gpu(resources, 0, index), None)
+    except RuntimeError as exc:  # e.g. an HNSW quantizer has no GPU version
+        log.info("searching on the CPU: %s", exc)
+        return None
 
 
 class _GpuSearcher:
-    """Search-only GPU view of a CPU IDMap2 index: positions mapped back to our ids."""
+    """Search-only GPU view of a CPU index: positions mapped back to our ids where needed."""
 
-    def __init__(self, resources: object, index: faiss.Index, ids: np.ndarray) -> None:
+    def __init__(self, resources: object, index: faiss.Index, ids: np.ndarray | None) -> None:
         self.resources = resources  # keep alive as long as the GPU index
         self.index = index
         self.ids = ids
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, positions = self.index.search(queries, min(k, GPU_MAX_K))
+        if self.ids is None:
+            return scores, positions
         ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
         return scores, ids
 
 
 class VectorIndex:
-    """Exact (flat) FAISS index with 64-bit ids; inner product for L2-normalised descriptors."""
+    """A gallery's FAISS index with 64-bit ids; inner product for L2-normalised descriptors.
+
+    `VectorIndex(dim, metric)` is an empty exact index; `VectorIndex.build` trains and tunes the
+    index `choose_spec` picks for a set of vectors.
+    """
 
     def __init__(self, dim: int, metric: str = "ip") -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; valid: {sorted(METRICS)}")
         self.dim = dim
         self.metric = metric
-        flat = faiss.IndexFlat(dim, METRICS[metric])
-        self.index: faiss.IndexIDMap2 = faiss.IndexIDMap2(flat)
+        self.spec = IndexSpec("flat")
+        self.tuning = Tuning()
+        self.index: Any = faiss.IndexIDMap2(faiss.IndexFlat(dim, METRICS[metric]))
         self._gpu: _GpuSearcher | None | bool = None
 
+    # building ----------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls, ids: np.ndarray, vectors: np.ndarray, metric: str = "ip", spec: IndexSpec | None = None,
+        target_recall: float = TARGET_RECALL, sample: int = 500, seed: int = 0,
+        memory_budget_mb: float = MEMORY_BUDGET_MB,
+    ) -> VectorIndex:
+        """An index of `vectors` under `ids`: trained on them, tuned to `target_recall` at 10."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        dim = vectors.shape[1]
+        spec = spec or choose_spec(len(vectors), dim, memory_budget_mb)
+        obj = cls(dim, metric)
+        if spec.kind == "flat":
+            obj.add(ids, vectors)
+            return obj
+        rng = np.random.default_rng(seed)
+        held = np.sort(rng.choice(len(vectors), min(sample, len(vectors) // 10), replace=False))
+        trainable = np.setdiff1d(np.arange(len(vectors)), held)
+        # the wiki: 30 to 256 training vectors per list
+        most = min(len(trainable), 64 * max(spec.nlist, 1))
+        train = vectors[np.sort(rng.choice(trainable, most, replace=False))]
+        index = faiss.index_factory(dim, spec.factory(dim), METRICS[metric])
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = seed
+        index.train(train)
+        del train
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        index.add_with_ids(vectors, ids)
+        obj.index, obj.spec = index, spec
+        obj.tuning = obj.tune(vectors[held], ids[held], vectors, ids, target_recall)
+        return obj
+
+    def tune(
+        self, queries: np.ndarray, query_ids: np.ndarray, vectors: np.ndarray | None = None,
+        ids: np.ndarray | None = None, target: float = TARGET_RECALL, k: int = 10,
+        truth: np.ndarray | None = None,
+    ) -> Tuning:
+        """Choose the smallest `nprobe` whose recall@k against exact search reaches `target`.
+
+        The exact neighbours are searched in `vectors` (all the indexed vectors, under `ids`), or
+        given as `truth` (ids, (Q, >= k + 1), best first); each query's own id is left out."""
+        if self.spec.kind == "flat":
+            return Tuning()
+        nlist = faiss.extract_index_ivf(self.index).nlist
+        if len(queries) == 0:  # too few vectors to hold any back: scan every list (exact)
+            self._set_params(nlist)
+            return Tuning(self._params(), 1.0, 0, target)
+        if truth is None:
+            assert vectors is not None and ids is not None
+            _, positions = faiss.knn(queries, vectors, k + 1, metric=METRICS[self.metric])
+            truth = np.where(positions >= 0, ids[np.maximum(positions, 0)], -1)
+        expected = [set(row[row != q][:k].tolist()) for row, q in zip(truth, query_ids, strict=True)]
+        recall, nprobe = 0.0, 1
+        for nprobe in _probe_ladder(nlist):
+            self._set_params(nprobe)
+            recall = self.recall(queries, query_ids, expected, k)
+            if recall >= target:
+                break
+        if recall < target:
+            log.warning("%s reaches recall@%d %.3f < %.2f at nprobe=%d", self.spec.factory(self.dim),
+                        k, recall, target, nprobe)
+        return Tuning(self._params(), round(recall, 4), len(queries), target)
+
+    def recall(
+        self, queries: np.ndarray, query_ids: np.ndarray, expected: list[set[int]], k: int = 10
+    ) -> float:
+        """Mean recall@k of the index's answers against `expected` (each query's own id left out)."""
+        _, found = self.index.search(queries, k + 1)
+        return float(np.mean([
+            len(exp & set(row[row != q][:k].tolist())) / max(len(exp), 1)
+            for exp, row, q in zip(expected, found, query_ids, strict=True)
+        ]))
+
+    def _set_params(self, nprobe: int) -> None:
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.nprobe = nprobe
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):
+            quantizer.hnsw.efSearch = max(2 * nprobe, 32)
+        self._gpu = None
+
+    def _params(self) -> dict[str, int]:
+        if self.spec.kind == "flat":
+            return {}
+        ivf = faiss.extract_index_ivf(self.index)
+        params = {"nprobe": int(ivf.nprobe)}
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):
+            params["efSearch"] = int(quantizer.hnsw.efSearch)
+        return params
+
+    # contents ----------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
+    def _ivf(self) -> faiss.IndexIVF | None:
+        return None if self.spec.kind == "flat" else faiss.extract_index_ivf(self.index)
+
     def ids(self) -> np.ndarray:
-        """All ids in the index, in insertion order."""
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        """All ids in the index (insertion order for an exact index, list order otherwise)."""
+        ivf = self._ivf()
+        if ivf is None:
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        lists: Any = ivf.invlists
+        parts = []
+        for list_no in range(ivf.nlist):
+            size = lists.list_size(list_no)
+            if size:
+                ptr = lists.get_ids(list_no)
+                parts.append(faiss.rev_swig_ptr(ptr, size).copy())
+                lists.release_ids(list_no, ptr)
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors under `ids` (an id already present is replaced)."""
@@ -88,15 +290,25 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0 or len(self) == 0:
             return 0
-        removed = int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
+        # an IVF's hash-table direct map removes by an explicit id array only
+        selector = faiss.IDSelectorBatch(ids) if self.spec.kind == "flat" else faiss.IDSelectorArray(ids)
+        removed = int(self.index.remove_ids(selector))
         self._gpu = None
         return removed
 
     def reconstruct(self, ids: np.ndarray | list[int]) -> np.ndarray:
-        """Stored vectors of `ids`, (N, dim)."""
+        """Stored vectors of `ids`, (N, dim) (decoded, so approximate for SQ8 / PQ codes)."""
         return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else (
             np.zeros((0, self.dim), np.float32)
         )
+
+    def memory_bytes(self) -> int:
+        """Bytes the index holds in RAM: codes and ids, plus centroids (approximately, for HNSW)."""
+        ivf = self._ivf()
+        if ivf is None:
+            return len(self) * (self.dim * 4 + 8)
+        quantizer = ivf.nlist * self.dim * 4 * (2 if self.spec.hnsw_quantizer else 1)
+        return len(self) * (int(ivf.code_size) + 8) + quantizer
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query; ids are -1 past the end. Higher score = closer for 'ip'."""
@@ -111,17 +323,49 @@ class VectorIndex:
             return self._gpu.search(queries, k)  # type: ignore[union-attr]
         return self.index.search(queries, k)
 
+    # files -------------------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        """What is stored with the index: its kind, structure and tuned parameters."""
+        return {"spec": asdict(self.spec), "metric": self.metric, "tuning": asdict(self.tuning)}
+
     def save(self, path: str | Path) -> None:
-        """Write the index to `path` atomically."""
-        atomic_write_bytes(path, faiss.serialize_index(self.index).tobytes())
+        """Write the header and the index to `path` atomically."""
+        head = json.dumps(self.header()).encode()
+        with atomic_write(path) as handle:
+            handle.write(MAGIC + len(head).to_bytes(4, "little") + head)
+            handle.write(faiss.serialize_index(self.index).tobytes())
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
-        """Read an index written by `save`."""
-        index = faiss.read_index(str(path))  # returns the concrete (downcast) type, owning its memory
-        if not isinstance(index, faiss.IndexIDMap2):
+        """Read an index written by `save` (or a bare exact index written before headers)."""
+        data = np.fromfile(path, dtype=np.uint8)
+        header: dict[str, Any] = {}
+        if data[: len(MAGIC)].tobytes() == MAGIC:
+            size = int.from_bytes(data[len(MAGIC): len(MAGIC) + 4].tobytes(), "little")
+            start = len(MAGIC) + 4
+            header = json.loads(data[start: start + size].tobytes())
+            data = data[start + size:]
+        index = faiss.deserialize_index(data)
+        del data
+        spec = IndexSpec(**header.get("spec", {}))
+        if spec.kind == "flat" and not isinstance(index, faiss.IndexIDMap2):
             raise ValueError(f"{path} is not a tansaku index (found {type(index).__name__})")
         metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
         obj = cls(index.d, metric)
-        obj.index = index
+        obj.index, obj.spec = index, spec
+        obj.tuning = Tuning(**header["tuning"]) if "tuning" in header else Tuning()
+        if spec.kind != "flat" and "nprobe" in obj.tuning.params:
+            obj._set_params(obj.tuning.params["nprobe"])
         return obj
+
+
+def _probe_ladder(nlist: int) -> list[int]:
+    """nprobe values tried in turn: 1, 2, 3, 4, 6, 8, 12, ... up to nlist."""
+    ladder, p = [], 1
+    while p < nlist:
+        ladder.append(p)
+        if p >= 2:
+            ladder.append(p + p // 2)
+        p *= 2
+    ladder.append(nlist)
+    return sorted(set(x for x in ladder if x <= nlist))

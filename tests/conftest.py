@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import cv2
@@ -53,3 +55,21 @@ def sample_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k, name in enumerate(SAMPLES):
         write_rgb(root / ("sub" if k % 2 else "") / f"{name}.jpg", sample_image(name))
     return root
+
+
+def database_url(folder: Path) -> str:
+    """The database a test uses: a fresh database on the PostgreSQL server `TANSAKU_TEST_DB` names
+    (a URL such as postgresql+psycopg://postgres@127.0.0.1:55432/postgres; `.ci/run` starts one),
+    or else an SQLite file in `folder`."""
+    server = os.environ.get("TANSAKU_TEST_DB")
+    if not server:
+        return f"sqlite:///{folder / 'db.sqlite'}"
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)

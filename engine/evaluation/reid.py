@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.errors import TansakuError
+from engine.evaluation.multishot import POOLINGS, evaluate_multishot, load_multishot
 from engine.evaluation.reid_protocols import METRICS, evaluate_market, evaluate_viper
 from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.errors import ModelLoadError
@@ -20,7 +21,8 @@ from indexer.projections.gallery import needs_gog_normalizer
 from indexer.registry import Registry
 
 log = logging.getLogger(__name__)
-FORMATS: Registry[str] = Registry("--format", {"viper": "viper", "market": "market"}, sort=False)
+FORMATS: Registry[str] = Registry(
+    "--format", {"viper": "viper", "market": "market", "multishot": "multishot"}, sort=False)
 
 
 def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 64) -> np.ndarray:
@@ -39,9 +41,29 @@ def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 6
     return np.concatenate(chunks).astype(np.float32)
 
 
+def frame_scores(method: str, persons: PersonSet, batch_size: int = 64) -> np.ndarray:
+    """Temporal-attention scores of every frame by the method's `abn:CKPT` part."""
+    from indexer.extractors.abn import abn_checkpoint, abn_frame_scores
+
+    ckpt = abn_checkpoint(method)
+    if ckpt is None:
+        raise TansakuError(f"--pooling attention needs a method with an abn:CKPT part, not {method!r}")
+    out = []
+    paths = list(persons.paths)
+    for start in tqdm(range(0, len(paths), batch_size), desc="frame weights", unit="batch"):
+        try:
+            images = [read_image(p) for p in paths[start:start + batch_size]]
+            out.append(abn_frame_scores(images, ckpt))
+        except ImageReadError as exc:
+            raise TansakuError(f"cannot read {exc.path}: {exc.reason}") from exc
+        except ModelLoadError as exc:
+            raise TansakuError(str(exc)) from exc
+    return np.concatenate(out)
+
+
 def evaluate_reid(
     dataset: Path, fmt: str, method: str = "lomo", metric: str = "xqda", trials: int = 10,
-    seed: int = 0,
+    seed: int = 0, shots: int | None = None, pooling: str = "mean",
 ) -> dict[str, Any]:
     """The `tansaku eval reid --json` object for `dataset` in layout `fmt`."""
     dataset = Path(dataset).expanduser()
@@ -61,6 +83,15 @@ def evaluate_reid(
             features = describe_set(method, persons, "VIPeR")
             return evaluate_viper(features, persons, metric, trials, seed,  # type: ignore[arg-type]
                                   method=label, normalizer=normalizer)
+        if fmt == "multishot":
+            if pooling not in POOLINGS:
+                raise TansakuError(f"unknown --pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+            persons = load_multishot(dataset)
+            scores = frame_scores(method, persons) if pooling == "attention" else None
+            features = describe_set(method, persons, "tracklet frames")
+            return evaluate_multishot(features, persons, metric, trials, seed,  # type: ignore[arg-type]
+                                      shots, pooling, frame_scores=scores,  # type: ignore[arg-type]
+                                      method=label, normalizer=normalizer)
         split = load_market(dataset)
         train = describe_set(method, split.train, "bounding_box_train")
         query = describe_set(method, split.query, "query")

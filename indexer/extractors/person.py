@@ -40,6 +40,7 @@ PERSON_DESCRIPTORS: dict[str, tuple[str, ...]] = {
     "lomo": ("indexer.extractors.lomo", "lomo_batch"),
     "gog": ("indexer.extractors.gog", "gog_batch"),
     "pcb": ("indexer.extractors.pcb", "pcb_method", OPTIONAL_FILE),  # pcb:CKPT[?size=HxW]
+    "abn": ("indexer.extractors.abn", "abn_method", FILE),  # abn:CKPT (tansaku train-reid)
 }
 
 

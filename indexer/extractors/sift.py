@@ -61,11 +61,48 @@ def _resize(gray: np.ndarray, scale: float) -> np.ndarray:
     return resize_by(gray, scale)  # OpenCV's pixel-centre mapping: see _to_original
 
 
+SELECTIONS = ("response", "grid")
+
+
+def select_keypoints(
+    keypoints: np.ndarray, scores: np.ndarray | None, k: int, shape: tuple[int, int],
+    method: str = "response", cells: int = 4,
+) -> np.ndarray:
+    """Positions of the k keypoints to keep, in their given order.
+
+    `response`: the k with the highest scores. `grid`: spread over the image (height, width =
+    `shape`) cut into cells x cells: every cell's strongest first, then every cell's second, and
+    so on (ties by score), so that a textured corner cannot take the whole budget.
+    """
+    if method not in SELECTIONS:
+        raise ValueError(f"unknown keypoint selection {method!r}; valid: {', '.join(SELECTIONS)}")
+    n = len(keypoints)
+    if n <= k:
+        return np.arange(n)
+    score = np.zeros(n, np.float32) if scores is None else np.asarray(scores, np.float32)
+    by_score = np.argsort(-score, kind="stable")
+    if method == "response":
+        return np.sort(by_score[:k])
+    h, w = max(shape[0], 1), max(shape[1], 1)
+    cx = np.clip((keypoints[:, 0] * cells / w).astype(int), 0, cells - 1)
+    cy = np.clip((keypoints[:, 1] * cells / h).astype(int), 0, cells - 1)
+    cell = (cy * cells + cx)[by_score]
+    rank = np.zeros(n, np.int64)  # position of each keypoint within its cell, strongest first
+    seen = np.zeros(cells * cells, np.int64)
+    for j, c in enumerate(cell):
+        rank[j] = seen[c]
+        seen[c] += 1
+    order = np.lexsort((np.arange(n), rank))  # by rank in cell, then by score
+    return np.sort(by_score[order[:k]])
+
+
 def rootsift(
     image: np.ndarray,
     max_features: int = 800,
     max_side: int | None = 1024,
     min_side: int | None = None,
+    select: str = "response",
+    pool: int | None = None,
 ) -> LocalFeatures:
     """Detect SIFT keypoints, keep the max_features strongest by response, return RootSIFT.
 
@@ -77,6 +114,9 @@ def rootsift(
     README's re-ranked Holidays mAP; scripts/bench_matching.py compares feature counts by
     inlier-count mAP and matching time. Upscaling small images (`min_side`) finds more features at
     about 3x the extraction time, so it is left to the caller.
+
+    `select` chooses which max_features of OpenCV's `pool` strongest (default max_features) are
+    kept (`select_keypoints`).
     """
     if max_features < 1:
         raise ValueError(f"max_features must be >= 1, got {max_features}")
@@ -85,14 +125,18 @@ def rootsift(
     work = gray if scale == 1.0 else _resize(gray, scale)
     # nfeatures makes OpenCV keep the strongest keypoints, but it keeps ties and adds extra
     # orientations, so the count is trimmed again below.
-    detector = cv2.SIFT.create(nfeatures=max_features)
+    pool = max(pool or max_features, max_features)
+    detector = cv2.SIFT.create(nfeatures=pool)
     keypoints, raw = detector.detectAndCompute(work, None)
     if raw is None or len(keypoints) == 0:
         return LocalFeatures.empty(SIFT_DIM)
     response = np.array([kp.response for kp in keypoints], dtype=np.float32)
     # stable sort so equal responses keep OpenCV's order (deterministic output)
-    keep = np.argsort(-response, kind="stable")[:max_features]
-    xy = np.array([keypoints[i].pt for i in keep], dtype=np.float32)
+    strongest = np.argsort(-response, kind="stable")[:pool]
+    pts = np.array([keypoints[i].pt for i in strongest], dtype=np.float32)
+    chosen = select_keypoints(pts, response[strongest], max_features, work.shape[:2], select)
+    keep = strongest[chosen]
+    xy = pts[chosen]
     if scale != 1.0:
         # cv2.resize aligns pixel centres: x_work + 0.5 = (x_orig + 0.5) * scale
         xy = (xy + 0.5) / np.float32(scale) - 0.5
@@ -104,13 +148,15 @@ def rootsift(
 
 
 class RootSift(LocalExtractor):
-    """Registry face of `rootsift`: settings max_features, max_side, min_side."""
+    """Registry face of `rootsift`: settings max_features, max_side, min_side, select, pool."""
 
     dim = SIFT_DIM
     default_conf: ClassVar[dict[str, Any]] = {
         "max_features": 800,
         "max_side": 1024,
         "min_side": None,
+        "select": "response",
+        "pool": None,
     }
 
     @property

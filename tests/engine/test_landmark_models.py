@@ -14,11 +14,11 @@ from engine.errors import TansakuError
 from engine.settings import Settings
 from indexer.profiles import GALLERY_HEADS
 from matcher.rerank import RerankConf, rerank_mode
-from tests.conftest import sample_image, warp, write_rgb
+from tests.conftest import database_url, sample_image, warp, write_rgb
 
 
 def _engine(home: Path) -> Engine:
-    return Engine(Settings(home=home, db_url=f"sqlite:///{home / 'db.sqlite'}"))
+    return Engine(Settings(home=home, db_url=database_url(home)))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from engine.settings import Settings
 from engine.training import train_projection
 from storage.gallery_files import GalleryFiles
 from storage.vector_index import VectorIndex
-from tests.conftest import write_rgb
+from tests.conftest import database_url, write_rgb
 
 IDENTITIES = 8
 
@@ -46,7 +46,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def engine(market: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     home = tmp_path_factory.mktemp("home")
-    eng = Engine(Settings(home=home, db_url=f"sqlite:///{home / 'db.sqlite'}"))
+    eng = Engine(Settings(home=home, db_url=database_url(home)))
     summary = eng.index_folder(market / "bounding_box_test", "people", profile="person",
                                config=profile_config("person", "lomo"))
     assert summary.indexed == 2 * IDENTITIES
@@ -90,7 +90,7 @@ def test_projection_needs_a_person_gallery(engine: Engine, market: Path, sample_
 
 @pytest.mark.slow
 def test_gog_gallery_projection_applies_the_gog_normaliser(market: Path, tmp_path: Path) -> None:
-    eng = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    eng = Engine(Settings(home=tmp_path, db_url=database_url(tmp_path)))
     eng.index_folder(market / "bounding_box_test", "gog-people", profile="person",
                      config=profile_config("person", "gog"))
     report = train_projection(eng, market, "market", "gog-people", "xqda")

@@ -13,7 +13,7 @@ from engine.errors import TansakuError
 from engine.evaluation.retrieval import evaluate_retrieval
 from engine.settings import Settings
 from indexer.describe import Describer, Description
-from tests.conftest import SAMPLES, sample_image, warp, write_rgb
+from tests.conftest import SAMPLES, database_url, sample_image, warp, write_rgb
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_revisited_settings_with_cropped_queries(dataset: Path, tmp_path: Path,
         return describe(self, image, resize_factor)
 
     monkeypatch.setattr(Describer, "describe", recording)
-    engine = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    engine = Engine(Settings(home=tmp_path, db_url=database_url(tmp_path)))
     out = evaluate_retrieval(engine, dataset, "roxford")
     # DELF's resize factor (delg/extract_features.py): cropped size / original size, larger sides
     left, right = sample_image("coffee", 320), sample_image("rocket", 320)
@@ -76,7 +76,7 @@ def test_revisited_settings_with_cropped_queries(dataset: Path, tmp_path: Path,
 
 
 def test_revisited_errors_name_the_missing_piece(dataset: Path, tmp_path: Path) -> None:
-    engine = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    engine = Engine(Settings(home=tmp_path, db_url=database_url(tmp_path)))
     with pytest.raises(TansakuError, match="no gnd_rparis6k.pkl"):
         evaluate_retrieval(engine, dataset, "rparis")
     broken = tmp_path / "broken"

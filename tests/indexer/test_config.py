@@ -91,9 +91,9 @@ def test_typed_fields_of_earlier_configurations() -> None:
 def test_the_whitening_floor_is_written_once() -> None:
     assert WHITENING_DEFAULTS["min_images"] == WhiteningConfig().min_images == 300
     assert PROFILES["landmark"]["whitening"]["min_images"] == WHITENING_DEFAULTS["min_images"]
-    from indexer import pipeline
+    from indexer import gallery_index
 
-    assert pipeline.WHITENING_DEFAULTS == WHITENING_DEFAULTS
+    assert gallery_index.WHITENING_DEFAULTS is WHITENING_DEFAULTS  # the life-cycle reads the schema's
 
 
 def test_presets_are_valid_configurations() -> None:

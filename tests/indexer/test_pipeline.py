@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from indexer import pipeline
+from indexer import gallery_index, pipeline
 from indexer.describe import Description
 from indexer.features import LocalFeatures
 from indexer.pipeline import EmptyFolderError, index_folder
@@ -19,7 +19,7 @@ from storage.db import open_database
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus, IndexRun, RunStatus, Source
 from storage.vector_index import VectorIndex
-from tests.conftest import SAMPLES, sample_image, write_rgb
+from tests.conftest import SAMPLES, database_url, sample_image, write_rgb
 
 
 class FakeDescriber:
@@ -53,7 +53,7 @@ def _reset_fake() -> None:
 
 @pytest.fixture
 def env(tmp_path: Path):
-    sessions = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    sessions = open_database(database_url(tmp_path))
     with sessions() as s:
         gallery = Gallery(name="g", profile="landmark", config=resolve_profile("landmark"))
         s.add(gallery)
@@ -229,13 +229,13 @@ def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch)
     def killed(src, dst):  # the configuration is committed; the index is not moved yet
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_move_into_place", killed)
+    monkeypatch.setattr(gallery_index, "_move_into_place", killed)
     with pytest.raises(KeyboardInterrupt):
         run(env)
     monkeypatch.undo()
     spec = _projection(env)
     assert spec is not None
-    pending = pipeline.pending_index_path(files, {"projection": spec})
+    pending = gallery_index.pending_index_path(files, {"projection": spec})
     assert pending is not None and pending.exists()
     assert VectorIndex.load(files.index_path).dim == 6  # still the raw index
     orphan = files.path("whitening-1.npz")  # learned by a run killed before it committed
@@ -245,6 +245,80 @@ def test_a_kill_inside_the_projection_switch_is_rolled_forward(env, monkeypatch)
     assert not pending.exists() and not orphan.exists() and files.path(spec["file"]).exists()
     assert VectorIndex.load(files.index_path).dim == 6  # min(8 - 1, 6) components
     assert_consistent(env)
+
+
+def _with_index_policy(env, **policy) -> None:
+    sessions, gallery, _, _ = env
+    with sessions() as s:
+        row = s.get(Gallery, gallery.id)
+        row.config = {**row.config, "index_policy": policy}
+        s.commit()
+
+
+def _index_info(env) -> dict[str, Any] | None:
+    sessions, gallery, _, _ = env
+    with sessions() as s:
+        return s.get(Gallery, gallery.id).config.get("index")
+
+
+def test_a_gallery_past_the_size_threshold_gets_an_approximate_index_with_our_ids(env) -> None:
+    _with_index_policy(env, flat_max=5)
+    sessions, gallery, folder, home = env
+    run(env)
+    files = GalleryFiles(home, gallery.id)
+    index = VectorIndex.load(files.index_path)
+    info = _index_info(env)
+    assert index.spec.kind == "ivf" and info is not None and info["kind"] == "ivf"
+    assert info["images"] == len(SAMPLES) and "nprobe" in index.tuning.params
+    assert_consistent(env)
+    (folder / "00_astronaut.jpg").unlink()
+    index_folder(folder, gallery, sessions, home, describer_factory=FakeDescriber, prune=True)
+    assert_consistent(env)  # removal works on the approximate index too
+    _with_index_policy(env, flat_max=50)
+    run(env)  # below the threshold again: back to exact search
+    assert VectorIndex.load(files.index_path).spec.kind == "flat"
+    assert_consistent(env)
+
+
+def test_a_kill_inside_the_index_type_switch_is_rolled_forward(env, monkeypatch) -> None:
+    _with_index_policy(env, flat_max=5)
+    sessions, gallery, _, home = env
+    files = GalleryFiles(home, gallery.id)
+
+    def killed(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gallery_index, "_move_into_place", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(env)
+    monkeypatch.undo()
+    info = _index_info(env)
+    assert info is not None
+    pending = gallery_index.pending_index_path(files, {"index": info})
+    assert pending is not None and pending.exists()
+    assert VectorIndex.load(files.index_path).spec.kind == "flat"  # not moved yet
+    summary = run(env)
+    assert summary.unchanged == len(SAMPLES) and not pending.exists()
+    assert VectorIndex.load(files.index_path).spec.kind == "ivf"
+    assert_consistent(env)
+
+
+def test_a_kill_mid_append_to_the_feature_store_is_reconciled(env) -> None:
+    sessions, gallery, _, home = env
+    FakeDescriber.fail_after = 2  # killed during the third batch, after two were stored
+    with pytest.raises(KeyboardInterrupt):
+        run(env, checkpoint_seconds=0.0)
+    files = GalleryFiles(home, gallery.id)
+    segment = files.root / "features" / "seg-00000.dat"
+    with open(segment, "ab") as handle:  # and an append was torn: half a record at the end
+        handle.write(b"TSKF" + bytes(11))
+    FakeDescriber.fail_after = None
+    summary = run(env)
+    assert summary.indexed + summary.unchanged == len(SAMPLES)
+    rows = assert_consistent(env)
+    assert all(r.status == ImageStatus.INDEXED for r in rows.values())
+    store = files.features()
+    assert all(len(store.get(i)["keypoints"]) == 1 for i in store.ids())
 
 
 def _second_folder(env, name: str = "more") -> Path:

@@ -6,7 +6,7 @@ import pytest
 from engine.core import Engine
 from engine.settings import Settings
 from matcher.rerank import order_by_inliers
-from tests.conftest import sample_image, warp, write_rgb
+from tests.conftest import database_url, sample_image, warp, write_rgb
 
 
 def test_order_by_inliers_puts_verified_first_and_keeps_the_rest_in_global_order() -> None:
@@ -19,7 +19,7 @@ def test_order_by_inliers_puts_verified_first_and_keeps_the_rest_in_global_order
 @pytest.fixture(scope="module")
 def engine(sample_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     home = tmp_path_factory.mktemp("home")
-    eng = Engine(Settings(home=home, db_url=f"sqlite:///{home / 'db.sqlite'}"))
+    eng = Engine(Settings(home=home, db_url=database_url(home)))
     eng.index_folder(sample_folder, "samples")
     return eng
 

@@ -1,7 +1,8 @@
+import faiss
 import numpy as np
 import pytest
 
-from storage.vector_index import VectorIndex
+from storage.vector_index import IndexSpec, VectorIndex, choose_spec
 
 
 def _unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -48,3 +49,65 @@ def test_wrong_shapes_are_refused() -> None:
         index.add(np.array([1]), np.zeros((1, 5), np.float32))
     with pytest.raises(ValueError, match="ids"):
         index.add(np.array([1, 2]), np.zeros((1, 4), np.float32))
+
+
+def _clustered(rows: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around `clusters` random centres (what image descriptors look like, roughly)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
+    x = centres[rng.integers(clusters, size=rows)] + 0.6 * rng.normal(size=(rows, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_gallery_size_chooses_the_index() -> None:
+    assert choose_spec(1000, 64).kind == "flat"
+    ivf = choose_spec(100_000, 64)
+    assert (ivf.kind, ivf.codes, ivf.hnsw_quantizer) == ("ivf", "Flat", False)
+    assert ivf.nlist in (1024, 2048)  # ~4 sqrt(N)
+    big = choose_spec(2_000_000, 1280, memory_budget_mb=4096)
+    assert (big.kind, big.codes, big.hnsw_quantizer) == ("ivf", "SQ8", True)
+    assert choose_spec(20_000_000, 1280, memory_budget_mb=4096).kind == "ivfpq"
+
+
+@pytest.mark.parametrize("codes", ["Flat", "SQ8"])
+def test_tuning_reaches_the_recall_target_on_clustered_data(codes) -> None:
+    vectors = _clustered(6000, 32, 50)
+    ids = np.arange(6000, dtype=np.int64) * 3 + 5  # not positions: our ids are kept
+    spec = IndexSpec("ivf", 64, codes)
+    index = VectorIndex.build(ids, vectors, spec=spec, target_recall=0.95, sample=300)
+    assert index.tuning.recall_at_10 >= 0.95
+    assert 1 <= index.tuning.params["nprobe"] < 64  # it did not need to scan everything
+    # the recall holds on queries it was not tuned on (fresh points of the same clusters)
+    queries = _clustered(6200, 32, 50)[6000:]
+    _, truth = faiss.knn(queries, vectors, 10)
+    _, found = index.search(queries, 10)
+    recall = np.mean([len(set(ids[t]) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+    assert recall >= 0.9
+
+
+def test_an_approximate_index_keeps_ids_edits_and_parameters_through_a_file(tmp_path) -> None:
+    vectors = _clustered(3000, 16, 20, seed=1)
+    ids = np.arange(3000, dtype=np.int64) + 100
+    index = VectorIndex.build(ids, vectors, spec=IndexSpec("ivf", 32, "Flat", hnsw_quantizer=True),
+                              sample=200)
+    assert "efSearch" in index.tuning.params
+    index.remove([100, 101])
+    index.add(np.array([101]), vectors[:1])
+    np.testing.assert_allclose(index.reconstruct([101])[0], vectors[0], atol=1e-6)
+    index.save(tmp_path / "g.faiss")
+    loaded = VectorIndex.load(tmp_path / "g.faiss")
+    assert loaded.spec == index.spec and loaded.tuning == index.tuning
+    assert faiss.extract_index_ivf(loaded.index).nprobe == index.tuning.params["nprobe"]
+    assert sorted(loaded.ids().tolist()) == list(range(101, 3100))
+    _, found = loaded.search(vectors[5], 1)
+    assert found[0, 0] == 105
+
+
+@pytest.mark.slow  # OPQ's training takes ~30 s even here
+def test_product_codes_are_built_and_tuned() -> None:
+    vectors = _clustered(2000, 32, 30, seed=2)
+    index = VectorIndex.build(np.arange(2000), vectors, spec=IndexSpec("ivfpq", 32, pq_m=16, pq_bits=4),
+                              sample=200, target_recall=0.5)
+    assert index.spec.factory(32) == "OPQ16,IVF32,PQ16x4"
+    assert index.tuning.recall_at_10 >= 0.5
+    assert index.memory_bytes() < 2000 * 32 * 4  # smaller than the float vectors

@@ -1,0 +1,85 @@
+"""Person method `abn:CKPT`: the trained ABN re-ID network's embedding (a thin adapter).
+
+The model, its training and its loader live in `indexer.models.reid_abn`; this maps RGB crops to
+L2-normalised 512-d rows, and tracklets to one row each (temporal attention, mean or max pooling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from indexer.errors import ModelLoadError
+from indexer.models.reid_abn.model import describe_frames, load_abn
+
+Pooling = Literal["mean", "max", "attention"]
+POOLINGS = ("mean", "max", "attention")
+
+
+def abn_checkpoint(method: str) -> str | None:
+    """The checkpoint of the `abn:CKPT` part of a person method ("gog+abn:run.pt"), or None."""
+    for token in method.split("+"):
+        name, sep, arg = token.partition(":")
+        if name.strip().lower() == "abn" and sep:
+            return arg.strip().split("?")[0]
+    return None
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def abn_method(images: Sequence[np.ndarray], checkpoint: str | Path) -> np.ndarray:
+    """The person method `abn:CKPT`: (N, 512) L2-normalised embeddings of RGB uint8 crops."""
+    model, _ = load_abn(str(checkpoint).split("?")[0])
+    return _normalize(describe_frames(model, list(images)))
+
+
+def abn_frame_scores(images: Sequence[np.ndarray], checkpoint: str | Path) -> np.ndarray:
+    """(N,) temporal-attention scores of RGB crops: a tracklet's frame weights are the softmax of
+    its frames' scores (each frame is scored alone)."""
+    model, temporal = load_abn(checkpoint)
+    if temporal is None:
+        raise ModelLoadError(checkpoint, "checkpoint has no temporal attention (unfinished run)")
+    raw = describe_frames(model, list(images))
+    with torch.no_grad():
+        return temporal.scores(torch.from_numpy(raw)).numpy().astype(np.float64)
+
+
+def frame_weights(frames: np.ndarray, checkpoint: str | Path) -> np.ndarray:
+    """Temporal-attention weights (T,) of one tracklet's raw frame embeddings (T, 512)."""
+    _, temporal = load_abn(checkpoint)
+    if temporal is None:
+        raise ModelLoadError(checkpoint, "checkpoint has no temporal attention (unfinished run)")
+    with torch.no_grad():
+        w = temporal.weights(torch.from_numpy(np.asarray(frames, np.float32))[None])[0]
+    return w.numpy().astype(np.float64)
+
+
+def pool_tracklet(frames: np.ndarray, pooling: Pooling = "mean",
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """One row for a tracklet's (T, D) frame rows: weighted mean (weights sum to one), mean or max."""
+    frames = np.asarray(frames, np.float64)
+    if pooling == "max":
+        return frames.max(axis=0)
+    if pooling == "attention":
+        if weights is None or len(weights) != len(frames):
+            raise ValueError("attention pooling needs one weight per frame")
+        return (frames * np.asarray(weights)[:, None]).sum(axis=0)
+    if pooling == "mean":
+        return frames.mean(axis=0)
+    raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+
+
+def abn_tracklet(images: Sequence[np.ndarray], checkpoint: str | Path,
+                 pooling: Pooling = "attention") -> tuple[np.ndarray, np.ndarray]:
+    """(512,) L2-normalised tracklet embedding and the frame weights used."""
+    model, _ = load_abn(checkpoint)
+    raw = describe_frames(model, list(images))
+    uniform = np.full(len(raw), 1.0 / len(raw))
+    w = frame_weights(raw, checkpoint) if pooling == "attention" else uniform
+    return _normalize(pool_tracklet(raw, pooling, w)), w

@@ -1,0 +1,1 @@
+"""Trained models, each with its module, its training and its loader in one sub-package."""

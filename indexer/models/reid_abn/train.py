@@ -1,0 +1,362 @@
+"""Training the ABN re-ID network (`tansaku train-reid`): seeded, resumable, CPU-sized.
+
+The budget on a shared 2-core CPU (about 2 hours for the whole recipe) decides the design:
+
+- The ImageNet stem (EfficientNet-Lite0 up to stage 6) is frozen, and its maps of every training
+  crop and of its mirror image (the stride-16 map the attention branch reads, the stride-32 map
+  the perception branch reads) are computed once and cached (float16, about 230 MB for the 2,860
+  PETA crops). Flips therefore are exact (both orientations are cached), and random erasing is
+  applied to the cached maps (a rectangle of the 16 x 8 map set to zero, each cell of which
+  covers a 16 x 16 pixel block, and the same region of the 8 x 4 map), since erasing pixels
+  would need the stem again each step.
+- Only the last stage, the head, the attention branch and the new layers are trained, on
+  P x K batches (P identities, K crops each) with label-smoothed cross-entropy on the classifier,
+  ABN's attention-branch cross-entropy, and batch-hard triplet loss on the embedding.
+- A second, cheap phase trains the temporal attention pooling on frozen frame embeddings of
+  tracklets sampled from the training identities, half of their frames degraded by heavy erasing
+  (occlusion), with the re-ID classifier as its loss.
+
+The checkpoint (`--out`) is replaced atomically every `save_every` iterations and holds the model,
+optimiser, RNG states, iteration and loss history, so a stopped run resumes where it was; the loss
+log (`<out>.log.tsv`) is rewritten with it. When training ends the optimiser is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from indexer.models.reid_abn.data import TrainingSet, peta_training_set
+from indexer.models.reid_abn.functional import batch_hard_triplet, random_erase_
+from indexer.models.reid_abn.model import (
+    CHECKPOINT_FORMAT,
+    INPUT_SIZE,
+    AbnReid,
+    TemporalAttention,
+    preprocess,
+    safe_load,
+)
+from storage.atomic import atomic_write, atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RECIPES", "train_reid"]
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "full": {"iterations": 500, "p": 16, "k": 4, "lr": 3.5e-4, "pretrained_lr_mult": 0.5,
+             "weight_decay": 5e-4, "warmup": 20, "label_smoothing": 0.1, "margin": 0.3,
+             "erase_p": 0.5, "max_per_track": 8, "input_size": list(INPUT_SIZE),
+             "temporal_iterations": 600, "temporal_batch": 32, "temporal_frames": 8,
+             "save_every": 25, "pretrained": True},
+    "short": {"iterations": 3, "p": 2, "k": 2, "lr": 3.5e-4, "pretrained_lr_mult": 0.5,
+              "weight_decay": 5e-4, "warmup": 1, "label_smoothing": 0.1, "margin": 0.3,
+              "erase_p": 0.5, "max_per_track": 8, "input_size": [64, 32],
+              "temporal_iterations": 3, "temporal_batch": 4, "temporal_frames": 3,
+              "save_every": 2, "pretrained": True},
+}
+
+
+# ----------------------------------------------------------------------------- cached stem maps
+
+
+def _read_rgb(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@torch.no_grad()
+def _stem4_maps(model: AbnReid, data: TrainingSet, cache: Path, device: torch.device,
+                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2, 112, h, w) float16 stride-16 maps of each crop and its mirror, and the kept rows."""
+    if cache.is_file():
+        with np.load(cache) as z:
+            return z["maps"], z["kept"]
+    maps: list[np.ndarray] = []
+    kept: list[int] = []
+    for start in tqdm(range(0, len(data), batch_size), desc="caching stem maps", unit="batch"):
+        images, rows = [], []
+        for i in range(start, min(start + batch_size, len(data))):
+            rgb = _read_rgb(data.paths[i])
+            if rgb is None:
+                logger.warning("skipping unreadable image %s", data.paths[i])
+                continue
+            images.append(rgb)
+            rows.append(i)
+        if not images:
+            continue
+        x = preprocess(images, model.input_size).to(device)
+        both = torch.stack([model.mid(x)[0], model.mid(x.flip(3))[0]], dim=1)
+        maps.append(both.half().cpu().numpy())
+        kept.extend(rows)
+    out = np.concatenate(maps), np.asarray(kept, np.int64)
+    _save_npz(cache, maps=out[0], kept=out[1])
+    return out
+
+
+@torch.no_grad()
+def cache_mid_maps(model: AbnReid, data: TrainingSet, cache_dir: Path, device: torch.device,
+                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frozen maps of each crop and its mirror, float16: m4 (N, 2, 112, 16, 8),
+    m5 (N, 2, 192, 8, 4), and the kept row indices.
+
+    Cached in `cache_dir` under a key of the file list and input size; unreadable files are
+    logged by path and left out.
+    """
+    key = hashlib.sha1(repr((model.input_size, [str(p) for p in data.paths])).encode())
+    stem4 = Path(cache_dir) / f"stem-{key.hexdigest()[:16]}.npz"
+    stem5 = Path(cache_dir) / f"stem5-{key.hexdigest()[:16]}.npz"
+    m4, kept = _stem4_maps(model, data, stem4, device, batch_size)
+    if stem5.is_file():
+        with np.load(stem5) as z:
+            logger.info("stem maps from cache %s", cache_dir)
+            return m4, z["maps"], kept
+    model.eval()
+    m5 = []
+    for start in tqdm(range(0, len(m4), batch_size), desc="caching stage-6 maps", unit="batch"):
+        x = torch.from_numpy(m4[start:start + batch_size].astype(np.float32)).to(device)
+        x = x.flatten(0, 1)
+        for block in model.stem5:
+            x = block(x)
+        m5.append(x.view(-1, 2, *x.shape[1:]).half().cpu().numpy())
+    maps5 = np.concatenate(m5)
+    _save_npz(stem5, maps=maps5)
+    return m4, maps5, kept
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def pk_batch(labels: np.ndarray, p: int, k: int, generator: torch.Generator) -> np.ndarray:
+    """Row indices of P identities x K crops each (drawn with replacement when fewer than K)."""
+    ids = np.unique(labels)
+    chosen = ids[torch.randperm(len(ids), generator=generator)[:p].numpy()]
+    rows = []
+    for pid in chosen:
+        pool = np.flatnonzero(labels == pid)
+        if len(pool) >= k:
+            pick = pool[torch.randperm(len(pool), generator=generator)[:k].numpy()]
+        else:
+            pick = pool[torch.randint(0, len(pool), (k,), generator=generator).numpy()]
+        rows.extend(pick.tolist())
+    return np.asarray(rows, np.int64)
+
+
+def _batch_maps(m4: np.ndarray, m5: np.ndarray, rows: np.ndarray, erase_p: float,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached maps of `rows`, each mirrored at random, with random erasing."""
+    flips = (torch.rand(len(rows), generator=generator) < 0.5).long().numpy()
+    x4 = torch.from_numpy(m4[rows, flips].astype(np.float32))
+    x5 = torch.from_numpy(m5[rows, flips].astype(np.float32))
+    random_erase_(x4, generator, p=erase_p, also=x5)
+    return x4, x5
+
+
+def reid_loss(out: Mapping[str, torch.Tensor], labels: torch.Tensor, recipe: Mapping[str, Any]
+              ) -> dict[str, torch.Tensor]:
+    """Loss terms: identity CE (label smoothing), batch-hard triplet, attention-branch CE."""
+    ls = float(recipe["label_smoothing"])
+    terms = {"id": F.cross_entropy(out["logits"], labels, label_smoothing=ls),
+             "triplet": batch_hard_triplet(out["feat"], labels, float(recipe["margin"]))}
+    if "att_logits" in out:
+        terms["att"] = F.cross_entropy(out["att_logits"], labels, label_smoothing=ls)
+    terms["total"] = sum(terms.values())  # type: ignore[assignment]
+    return terms
+
+
+def _lr_factor(it: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if it < warmup:
+        return (it + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / max(1, total - warmup)))
+
+
+# ----------------------------------------------------------------------------- temporal phase
+
+
+@torch.no_grad()
+def _frame_embeddings(model: AbnReid, m4: np.ndarray, m5: np.ndarray, generator: torch.Generator,
+                      device: torch.device, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Clean and degraded (heavy erasing: occlusion) embeddings of every cached crop."""
+    model.eval()
+    clean, bad = [], []
+    for i in range(0, len(m4), batch):
+        x4 = torch.from_numpy(m4[i:i + batch, 0].astype(np.float32))
+        x5 = torch.from_numpy(m5[i:i + batch, 0].astype(np.float32))
+        clean.append(model.forward_mid(x4.to(device), x5.to(device))["emb"].cpu())
+        random_erase_(x4, generator, p=1.0, area=(0.3, 0.6), also=x5)
+        bad.append(model.forward_mid(x4.to(device), x5.to(device))["emb"].cpu())
+    return torch.cat(clean).numpy(), torch.cat(bad).numpy()
+
+
+def train_temporal(model: AbnReid, clean: np.ndarray, bad: np.ndarray, labels: np.ndarray,
+                   tracks: np.ndarray, recipe: Mapping[str, Any], generator: torch.Generator,
+                   ) -> tuple[TemporalAttention, list[float]]:
+    """Frame weights learned on sampled training tracklets through the frozen re-ID classifier."""
+    temporal = TemporalAttention(model.embed_dim)
+    opt = torch.optim.Adam(temporal.parameters(), lr=1e-3)
+    classifier = model.classifier.cpu().eval()
+    track_ids = np.unique(tracks)
+    members = {int(t): np.flatnonzero(tracks == t) for t in track_ids}
+    n_frames, batch = int(recipe["temporal_frames"]), int(recipe["temporal_batch"])
+    losses = []
+    for _ in tqdm(range(int(recipe["temporal_iterations"])), desc="temporal attention",
+                  leave=False):
+        picks = track_ids[torch.randint(0, len(track_ids), (batch,), generator=generator).numpy()]
+        frames, targets = [], []
+        for t in picks:
+            pool = members[int(t)]
+            rows = pool[torch.randint(0, len(pool), (n_frames,), generator=generator).numpy()]
+            degrade = (torch.rand(n_frames, generator=generator) < 0.5).numpy()
+            frames.append(np.where(degrade[:, None], bad[rows], clean[rows]))
+            targets.append(labels[rows[0]])
+        x = torch.from_numpy(np.stack(frames))
+        logits = classifier(temporal(x))
+        loss = F.cross_entropy(logits, torch.as_tensor(np.asarray(targets)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return temporal.eval(), losses
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _save_atomic(payload: dict[str, Any], path: Path) -> None:
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    cols = ["iteration", "total", "id", "triplet", "att", "lr", "seconds"]
+    lines = ["\t".join(cols)]
+    lines += ["\t".join(f"{h.get(c, float('nan')):.5g}" for c in cols) for h in history]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def _check_resumable(ckpt: Mapping[str, Any], identities: tuple[str, ...],
+                     recipe: Mapping[str, Any], attention: bool, path: Path) -> None:
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a tansaku ABN re-ID checkpoint; remove it or pass "
+                         "resume=False")
+    if tuple(ckpt["identities"]) != identities:
+        raise ValueError(f"{path}: trained on other identities than {len(identities)} found now")
+    if bool(ckpt["config"]["attention"]) != attention:
+        raise ValueError(f"{path}: attention branch {ckpt['config']['attention']}, asked {attention}")
+    for key, value in recipe.items():
+        if key != "save_every" and ckpt["recipe"].get(key) != value:
+            raise ValueError(f"{path}: recipe differs in {key!r} "
+                             f"({ckpt['recipe'].get(key)!r} there, {value!r} now)")
+
+
+def train_reid(
+    peta_dir: str | Path, out: str | Path, *, attention: bool = True,
+    recipe: str | Mapping[str, Any] = "full", seed: int = 0,
+    device: str | torch.device | None = None, resume: bool = True,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Train the re-ID network on PETA identities and write the checkpoint `out`; returns it."""
+    rec = dict(RECIPES[recipe] if isinstance(recipe, str) else recipe)
+    out = Path(out)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = peta_training_set(peta_dir, max_per_track=int(rec["max_per_track"]))
+    log_path = out.with_name(out.name + ".log.tsv")
+    cache = Path(cache_dir) if cache_dir is not None else out.parent / ".reid-cache"
+    forked = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked), logging_redirect_tqdm():
+        torch.manual_seed(seed)
+        model = AbnReid(len(data.identities), attention=attention,
+                        pretrained=bool(rec["pretrained"]),
+                        input_size=tuple(rec["input_size"])).to(dev)
+        ckpt = None
+        if resume and out.is_file():
+            ckpt = safe_load(out)
+            _check_resumable(ckpt, data.identities, rec, attention, out)
+            if ckpt.get("complete"):
+                logger.info("%s is already trained", out)
+                return out
+            model.load_state_dict(ckpt["model"])
+        m4, m5, kept = cache_mid_maps(model, data, cache, dev)
+        labels, tracks = data.labels[kept], data.tracks[kept]
+        lr = float(rec["lr"])
+        optimizer = torch.optim.Adam([
+            {"params": model.pretrained_parameters(), "lr": lr * float(rec["pretrained_lr_mult"])},
+            {"params": model.new_parameters(), "lr": lr}], weight_decay=float(rec["weight_decay"]))
+        base_lrs = [g["lr"] for g in optimizer.param_groups]
+        generator = torch.Generator().manual_seed(seed)
+        start, history, elapsed = 0, [], 0.0
+        if ckpt is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            generator.set_state(ckpt["rng"]["data"])
+            start, history = int(ckpt["iteration"]), list(ckpt["history"])
+            elapsed = float(ckpt.get("seconds", 0.0))
+            logger.info("resuming re-ID training from %s after iteration %d", out, start)
+        total = int(rec["iterations"])
+        logger.info("re-ID training (%s): %d crops, %d identities, iterations %d..%d on %s",
+                    "ABN" if attention else "baseline", len(labels), len(data.identities),
+                    start + 1, total, dev)
+
+        def save(it: int, complete: bool, temporal: TemporalAttention | None = None,
+                 temporal_losses: list[float] | None = None) -> None:
+            payload = {"format": CHECKPOINT_FORMAT, "config": model.config(),
+                       "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "iteration": it, "identities": list(data.identities), "recipe": rec,
+                       "history": history, "seconds": elapsed, "complete": complete,
+                       "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()}}
+            if complete:
+                payload["temporal"] = temporal.state_dict() if temporal is not None else None
+                payload["temporal_history"] = temporal_losses or []
+            else:
+                payload["optimizer"] = optimizer.state_dict()
+            _save_atomic(payload, out)
+            _write_log(log_path, history)
+
+        bar = tqdm(range(start, total), desc="re-ID training", initial=start, total=total)
+        for it in bar:
+            t0 = time.perf_counter()
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * _lr_factor(it, total, int(rec["warmup"]))
+            rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator)
+            x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator)
+            y = torch.as_tensor(labels[rows]).to(dev)
+            model.train()
+            terms = reid_loss(model.forward_mid(x4.to(dev), x5.to(dev)), y, rec)
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            elapsed += time.perf_counter() - t0
+            history.append({"iteration": it + 1, "lr": optimizer.param_groups[1]["lr"],
+                            "seconds": elapsed, **{k: float(v.detach()) for k, v in terms.items()}})
+            bar.set_postfix(loss=f"{history[-1]['total']:.3f}")
+            if (it + 1) % int(rec["save_every"]) == 0 and it + 1 < total:
+                save(it + 1, complete=False)
+        t0 = time.perf_counter()
+        clean, bad = _frame_embeddings(model, m4, m5, generator, dev)
+        temporal, temporal_losses = train_temporal(model, clean, bad, labels, tracks, rec,
+                                                   generator)
+        model.to(dev)
+        elapsed += time.perf_counter() - t0
+        save(total, complete=True, temporal=temporal, temporal_losses=temporal_losses)
+        logger.info("re-ID training done in %.0f s (training steps, temporal phase); wrote %s",
+                    elapsed, out)
+    return out

@@ -1,0 +1,63 @@
+"""Drawing heat maps over person crops: the pictures `tansaku query --explain DIR` writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from indexer.extractors.abn import abn_checkpoint
+from storage.atomic import atomic_write_bytes
+
+__all__ = ["abn_checkpoint", "explain_results", "match_panel", "overlay", "write_panel"]
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8 image with a (h, w) map in [0, 1] drawn over it as a JET colour map."""
+    h, w = image.shape[:2]
+    up = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    colour = cv2.applyColorMap(np.clip(up * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(image, 1 - alpha, colour, alpha, 0)
+
+
+def match_panel(query: np.ndarray, result: np.ndarray, maps: np.ndarray, height: int = 256
+                ) -> np.ndarray:
+    """One RGB picture: query, query + its map, result + its map, result; all `height` tall."""
+    def fit(im: np.ndarray) -> np.ndarray:
+        return cv2.resize(im, (max(1, round(im.shape[1] * height / im.shape[0])), height))
+
+    tiles = [fit(query), fit(overlay(query, maps[0])), fit(overlay(result, maps[1])), fit(result)]
+    gap = np.full((height, 6, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for t in tiles:
+        row += [t, gap]
+    return np.concatenate(row[:-1], axis=1)
+
+
+def write_panel(path: str | Path, panel: np.ndarray) -> Path:
+    """Write an RGB panel as PNG, atomically."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    atomic_write_bytes(path, buf.tobytes())
+    return Path(path)
+
+
+def explain_results(checkpoint: str | Path, query: np.ndarray, results: list[tuple[str, np.ndarray]],
+                    out_dir: str | Path) -> list[Path]:
+    """One panel per result (`NN-<name>.png` in `out_dir`): the query and the result with the
+    ABN network's maps of both (attention, or Grad-CAM of the similarity without one)."""
+    from indexer.models.reid_abn.explain import explain_pair
+    from indexer.models.reid_abn.model import load_abn
+
+    model, _ = load_abn(checkpoint)
+    out = Path(out_dir)
+    written = []
+    for rank, (name, image) in enumerate(results, start=1):
+        maps, kind = explain_pair(model, query, image)
+        stem = Path(name).stem
+        written.append(write_panel(out / f"{rank:02d}-{stem}-{kind}.png",
+                                   match_panel(query, image, maps)))
+    return written

@@ -1,0 +1,110 @@
+"""Local-feature stores compared: the packed segments (`PackedFeatureStore`), LMDB, and one `.npz`
+file per image (`FeatureStore`, before packing): write rate, bytes on disk, and the time to load one
+re-ranking shortlist (100 random images) and decode it into `LocalFeatures`.
+
+    OMP_NUM_THREADS=1 python scripts/bench_feature_store.py --images 5000 --keypoints 460 --json
+
+Records are synthetic but shaped as the default gallery stores them: a 1280-d float32 global
+vector, K float32 keypoints, K uint8 RootSIFT codes, K float16 scores. The page cache is warm for
+every store alike (what a serving process sees); `--drop` re-opens each store before each read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from indexer.describe import local_from_arrays
+from storage.feature_store import FeatureStore, PackedFeatureStore, decode_arrays, encode_arrays
+
+
+class LmdbStore:
+    """The same records in LMDB (one key per image id, one write transaction per batch)."""
+
+    def __init__(self, root: Path) -> None:
+        import lmdb
+
+        self.env = lmdb.open(str(root), map_size=1 << 40, subdir=True, max_readers=64)
+
+    def put_many(self, items: list[tuple[int, dict[str, np.ndarray]]]) -> None:
+        with self.env.begin(write=True) as txn:
+            for image_id, arrays in items:
+                txn.put(int(image_id).to_bytes(8, "big"), encode_arrays(arrays))
+
+    def get_many(self, ids: list[int]) -> list[dict[str, np.ndarray]]:
+        with self.env.begin(buffers=True) as txn:
+            return [decode_arrays(bytes(txn.get(int(i).to_bytes(8, "big")))) for i in ids]
+
+    def nbytes(self) -> int:
+        return int(self.env.info()["last_pgno"] * self.env.stat()["psize"])
+
+
+def record(rng: np.random.Generator, k: int) -> dict[str, np.ndarray]:
+    return {"global": rng.normal(size=1280).astype(np.float32),
+            "keypoints": (rng.random((k, 2)) * 1000).astype(np.float32),
+            "descriptors": rng.integers(0, 160, size=(k, 128)).astype(np.uint8),
+            "scores": rng.random(k).astype(np.float16)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--keypoints", type=int, default=460)
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    records = [record(rng, args.keypoints) for _ in range(200)]  # reused: content does not matter
+    ids = list(range(args.images))
+    shortlists = [rng.choice(args.images, 100, replace=False).tolist() for _ in range(args.trials)]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("packed", "lmdb", "npz"):
+            root = Path(tmp) / name
+            start = time.perf_counter()
+            if name == "packed":
+                packed = PackedFeatureStore(root, writable=True)
+                for i in ids:
+                    packed.put(i, records[i % len(records)])
+                    if i % 500 == 499:
+                        packed.flush()
+                packed.flush()
+                store = PackedFeatureStore(root)
+                get_many, nbytes = store.get_many, store.nbytes
+            elif name == "lmdb":
+                lm = LmdbStore(root)
+                for s in range(0, len(ids), 500):
+                    lm.put_many([(i, records[i % len(records)]) for i in ids[s: s + 500]])
+                get_many, nbytes = lm.get_many, lm.nbytes
+            else:
+                npz = FeatureStore(root, cache_size=0)
+                for i in ids:
+                    npz.put(i, records[i % len(records)])
+                get_many, nbytes = npz.get_many, npz.nbytes
+            write_s = time.perf_counter() - start
+            load_ms = []
+            for shortlist in shortlists:
+                t0 = time.perf_counter()
+                [local_from_arrays(a) for a in get_many(shortlist)]
+                load_ms.append(1000 * (time.perf_counter() - t0))
+            results[name] = {"images": args.images, "keypoints": args.keypoints,
+                             "write_images_per_s": round(args.images / write_s, 1),
+                             "bytes_per_image": round(nbytes() / args.images),
+                             "load_100_median_ms": round(statistics.median(load_ms), 2),
+                             "load_100_max_ms": round(max(load_ms), 2)}
+            shutil.rmtree(root, ignore_errors=True)
+            print(name, results[name], file=sys.stderr)
+    json.dump(results, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""ABN re-ID network: attention weighting, batch-hard triplet, temporal pooling, training, masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from indexer.errors import ModelLoadError
+from indexer.models.reid_abn.functional import (
+    attention_weighting,
+    batch_hard_triplet,
+    masked_softmax,
+    random_erase_,
+)
+from indexer.models.reid_abn.model import AbnReid, TemporalAttention, load_abn
+
+
+def test_attention_weighting_is_x_times_one_plus_a() -> None:
+    x = torch.arange(2 * 3 * 4 * 2, dtype=torch.float32).view(2, 3, 4, 2)
+    a = torch.rand(2, 1, 4, 2, generator=torch.Generator().manual_seed(0))
+    y = attention_weighting(x, a)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y[1, 2, 3, 1], x[1, 2, 3, 1] * (1 + a[1, 0, 3, 1]))
+    torch.testing.assert_close(attention_weighting(x, torch.zeros(2, 1, 4, 2)), x)
+    with pytest.raises(ValueError, match="does not fit"):
+        attention_weighting(x, torch.rand(2, 1, 2, 2))
+
+
+def test_network_outputs_and_attention_shape() -> None:
+    torch.manual_seed(0)
+    model = AbnReid(num_classes=5, attention=True, pretrained=False, input_size=(64, 32)).eval()
+    out = model(torch.randn(3, 3, 64, 32))
+    assert out["att"].shape == (3, 1, 4, 2)
+    assert bool(((out["att"] > 0) & (out["att"] < 1)).all())
+    assert out["emb"].shape == (3, 512) and out["logits"].shape == (3, 5)
+    assert out["att_logits"].shape == (3, 5)
+    base = AbnReid(num_classes=5, attention=False, pretrained=False, input_size=(64, 32)).eval()
+    assert "att" not in base(torch.randn(2, 3, 64, 32))
+
+
+def test_batch_hard_triplet_hand_checked() -> None:
+    # 1-d points 0, 1 (id 0) and 3, 5 (id 1). Hardest positive / negative per anchor:
+    # 0: 1 / 3 -> 0;  1: 1 / 2 -> 0;  3: 2 / 2 -> 0.3;  5: 2 / 4 -> 0.  Mean 0.075.
+    feats = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [5.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    loss = batch_hard_triplet(feats, labels, margin=0.3)
+    assert float(loss) == pytest.approx(0.075, abs=1e-5)
+    assert float(batch_hard_triplet(feats, labels, margin=0.0)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_temporal_weights_sum_to_one_and_respect_the_mask() -> None:
+    torch.manual_seed(0)
+    temporal = TemporalAttention(dim=8)
+    frames = torch.randn(3, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    w = temporal.weights(frames, mask)
+    torch.testing.assert_close(w.sum(1), torch.ones(3))
+    assert float(w[1, 2:].abs().sum().detach()) == 0.0
+    assert float(w[2, 0].detach()) == pytest.approx(1.0)
+    pooled = temporal(frames, mask)
+    torch.testing.assert_close(pooled[2], frames[2, 0])
+    torch.testing.assert_close(pooled[0], (w[0, :, None] * frames[0]).sum(0))
+    s = masked_softmax(torch.tensor([[0.0, 0.0]]), torch.tensor([[True, True]]))
+    torch.testing.assert_close(s, torch.tensor([[0.5, 0.5]]))
+
+
+def test_random_erasing_sets_a_block_to_zero() -> None:
+    g = torch.Generator().manual_seed(0)
+    maps = random_erase_(torch.ones(4, 2, 16, 8), g, p=1.0, area=(0.2, 0.2))
+    zeros = (maps == 0).all(1).flatten(1).sum(1)
+    assert bool((zeros > 0).all()) and bool((zeros < 16 * 8).all())
+
+
+def _synthetic_people(root: Path, persons: int = 4, seed: int = 0) -> Path:
+    """Market-style crops: each person a colour and a stripe pattern, two cameras, 3 frames each."""
+    rng = np.random.default_rng(seed)
+    for pid in range(1, persons + 1):
+        top, bottom = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+        for cam in (1, 2):
+            for f in range(3):
+                im = np.zeros((64, 32, 3), np.float64)
+                im[:32], im[32:] = top, bottom
+                im += rng.normal(0, 12, im.shape)
+                cv2.imwrite(str(root / f"{pid:04d}_c{cam}s1_{f:06d}_00.jpg"),
+                            np.clip(im, 0, 255).astype(np.uint8)[..., ::-1])
+    return root
+
+
+@pytest.mark.slow
+def test_short_recipe_trains_resumes_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from indexer.models.reid_abn import train as train_mod
+
+    data = _synthetic_people(tmp_path)
+    recipe = dict(train_mod.RECIPES["short"], iterations=4, save_every=2)
+    out = train_mod.train_reid(data, tmp_path / "abn.pt", recipe=recipe, seed=0)
+    model, temporal = load_abn(out)
+    assert model.has_attention and temporal is not None
+    log = (tmp_path / "abn.pt.log.tsv").read_text().splitlines()
+    assert log[0].startswith("iteration") and len(log) == 1 + 4
+
+    # stopped during iteration 3 (checkpoint after 2), then run again: the same weights
+    real_loss, calls = train_mod.reid_loss, []
+
+    def failing_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "reid_loss", failing_loss)
+    part = tmp_path / "part.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train_reid(data, part, recipe=recipe, seed=0)
+    assert torch.load(part, weights_only=True)["iteration"] == 2
+    monkeypatch.setattr(train_mod, "reid_loss", real_loss)
+    train_mod.train_reid(data, part, recipe=recipe, seed=0)
+    a, b = torch.load(out, weights_only=True), torch.load(part, weights_only=True)
+    # same batches after the restart: the losses match (other batches give other losses);
+    # weights agree up to float noise, which Adam's normalised steps amplify to ~1e-4
+    assert [h["total"] for h in b["history"]] == pytest.approx(
+        [h["total"] for h in a["history"]], rel=1e-4)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-3, atol=2e-3)
+
+
+def test_loader_names_the_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "x.pt"
+    torch.save({"format": "other"}, bad)
+    with pytest.raises(ModelLoadError, match="x.pt"):
+        load_abn(bad)
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_abn(tmp_path / "missing.pt")
+
+
+def _content_attention_model() -> AbnReid:
+    """An ImageNet ABN network whose attention branch is set by hand to respond to the energy of
+    the stride-16 map (positive centre taps and sums), not trained."""
+    torch.manual_seed(0)
+    model = AbnReid(num_classes=8, attention=True, pretrained=True).eval()
+    att = model.attention
+    assert att is not None
+    with torch.no_grad():
+        w = torch.zeros_like(att.conv[0].weight)
+        w[:, :, 1, 1] = torch.rand(w.shape[:2]) * 0.1
+        att.conv[0].weight.copy_(w)
+        att.class_conv.weight.copy_(torch.rand_like(att.class_conv.weight) / 16)
+        att.att_conv.weight.fill_(1.0 / 8)
+        att.att_bn.weight.fill_(0.1)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee"])
+def test_masking_the_most_attended_block_changes_the_score_most(name: str) -> None:
+    from indexer.models.reid_abn.explain import attention_maps, masking_effect
+    from tests.conftest import sample_image
+
+    model = _content_attention_model()
+    picture = cv2.resize(sample_image(name), (64, 96))
+    query = np.full((256, 128, 3), 127, np.uint8)  # a picture on a plain background
+    result = query.copy()
+    query[140:236, 40:104] = picture
+    result[130:226, 48:112] = picture
+    heat = attention_maps(model, [query])[0]
+    assert heat.shape == (16, 8) and heat.max() == pytest.approx(1.0)
+    top, random = masking_effect(model, query, result, heat, random_draws=8, seed=0)
+    assert top > 1.5 * random
+    # a map that ignores the model (flat) picks the first block, plain background: no effect
+    flat_top, _ = masking_effect(model, query, result, np.ones((16, 8)), random_draws=8, seed=0)
+    assert flat_top < 0.5 * random
