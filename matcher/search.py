@@ -49,8 +49,12 @@ class Searcher:
         rerank: bool = True,
         exclude: frozenset[int] = frozenset(),
         vector: np.ndarray | None = None,
+        kreciprocal: bool = False,
     ) -> SearchResult:
-        """Rank the gallery for `query`; `vector` overrides the query's global vector (projections)."""
+        """Rank the gallery for `query`; `vector` overrides the query's global vector (projections).
+
+        `kreciprocal` re-ranks the global shortlist by k-reciprocal encoding (person galleries,
+        which have no local features to verify)."""
         times = StageTimes()
         start = time.perf_counter()
         depth = max(top_k, shortlist) + len(exclude)
@@ -68,7 +72,20 @@ class Searcher:
                         if inliers[k] >= self.conf.min_inliers]
             hits = verified + self._unverified(vec, hits, head, inliers, verified, depth, exclude)
             times.add("expansion", start)
+        if kreciprocal and hits:
+            hits = self._kreciprocal(vec, hits, shortlist)
+            times.add("kreciprocal", start)
         return SearchResult(hits[:top_k], times.seconds)
+
+    def _kreciprocal(self, vec: np.ndarray, hits: list[Hit], shortlist: int) -> list[Hit]:
+        """The shortlist in k-reciprocal order (scores: minus the re-ranked distance), then the rest."""
+        from matcher.kreciprocal import rerank_shortlist
+
+        head = hits[:shortlist]
+        dist = rerank_shortlist(vec, self.index.reconstruct([h.image_id for h in head]))
+        order = np.argsort(dist, kind="stable")
+        return [Hit(head[k].image_id, -float(dist[k]), head[k].inliers) for k in order] + \
+            hits[shortlist:]
 
     def _global(self, vec: np.ndarray, depth: int, exclude: frozenset[int]) -> list[Hit]:
         """FAISS ranking, best first, with similarity-like scores (higher is closer)."""

@@ -26,6 +26,7 @@ import numpy as np
 from engine.evaluation.reid_metrics import evaluate_rank
 from engine.evaluation.reid_protocols import (
     MAX_RANK,
+    LearnedStage,
     Metric,
     Normalizer,
     PersonSet,
@@ -33,6 +34,7 @@ from engine.evaluation.reid_protocols import (
     _distances,
     _normalized,
     _report,
+    _staged,
 )
 from indexer.datasets.reid import layout_images as _layout_images
 from indexer.naming import parse_market_name
@@ -112,8 +114,13 @@ def evaluate_multishot(
     frame_scores: np.ndarray | None = None,
     method: str = "",
     normalizer: Callable[[], Normalizer] | None = None,
+    stages: Callable[[], LearnedStage] | None = None,
 ) -> dict[str, Any]:
-    """Multi-shot protocol (see the module docstring); the `tansaku eval reid --json` fields."""
+    """Multi-shot protocol (see the module docstring); the `tansaku eval reid --json` fields.
+
+    `normalizer` and `stages` (GOG's normaliser, C-DPCF, a fusion's per-part normalisation) are
+    fitted on each trial's training frames, as in `evaluate_viper`.
+    """
     features = _check_features(features, len(person_set), "features")
     if shots is not None and shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
@@ -127,7 +134,7 @@ def evaluate_multishot(
     results = []
     for t, (train_ids, test_ids) in enumerate(splits):
         train = np.isin(pids, train_ids)
-        feats = _normalized(normalizer, features, train)
+        feats = _staged(stages, _normalized(normalizer, features, train), train, pids, camids)
         probe = np.flatnonzero(np.isin(t_pid, test_ids) & (t_cam == 1))
         gallery = np.flatnonzero((np.isin(t_pid, test_ids) & (t_cam == 2))
                                  | np.isin(t_pid, single))

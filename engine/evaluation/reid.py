@@ -11,13 +11,13 @@ from tqdm import tqdm
 
 from engine.errors import TansakuError
 from engine.evaluation.multishot import POOLINGS, evaluate_multishot, load_multishot
-from engine.evaluation.reid_protocols import METRICS, evaluate_market, evaluate_viper
+from engine.evaluation.reid_protocols import METRICS, RERANKS, evaluate_market, evaluate_viper
 from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.errors import ModelLoadError
-from indexer.extractors.gog import GOGNormalizer
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
-from indexer.projections.gallery import needs_gog_normalizer
+from indexer.profiles import DEFAULT_PERSON_METHOD
+from indexer.projections.person_stages import PersonStages, needs_stages
 from indexer.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -62,27 +62,36 @@ def frame_scores(method: str, persons: PersonSet, batch_size: int = 64) -> np.nd
 
 
 def evaluate_reid(
-    dataset: Path, fmt: str, method: str = "lomo", metric: str = "xqda", trials: int = 10,
-    seed: int = 0, shots: int | None = None, pooling: str = "mean",
+    dataset: Path, fmt: str, method: str | None = None, metric: str = "xqda", trials: int = 10,
+    seed: int = 0, shots: int | None = None, pooling: str = "mean", rerank: str = "none",
 ) -> dict[str, Any]:
-    """The `tansaku eval reid --json` object for `dataset` in layout `fmt`."""
+    """The `tansaku eval reid --json` object for `dataset` in layout `fmt` (`method` None: the
+    person profile's default).
+
+    Stages learned from identities (GOG's normaliser, C-DPCF, a fusion's per-part normalisation)
+    are fitted with the projection on the training identities only; `rerank="kreciprocal"`
+    re-ranks the metric's distances by k-reciprocal encoding.
+    """
+    method = method or DEFAULT_PERSON_METHOD
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
+    if rerank not in RERANKS:
+        raise TansakuError(f"unknown --rerank {rerank!r}; valid: {', '.join(RERANKS)}")
     try:
         FORMATS.check(fmt)
         METRICS.check(metric)
         parse_method(method)
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc
-    label = f"{method}+{metric}"
-    normalizer = GOGNormalizer if needs_gog_normalizer(method) else None
+    label = f"{method}+{metric}" + ("+kreciprocal" if rerank == "kreciprocal" else "")
+    stages = (lambda: PersonStages(method)) if needs_stages(method) else None
     try:
         if fmt == "viper":
             persons = load_viper(dataset)
             features = describe_set(method, persons, "VIPeR")
             return evaluate_viper(features, persons, metric, trials, seed,  # type: ignore[arg-type]
-                                  method=label, normalizer=normalizer)
+                                  method=label, stages=stages, rerank=rerank)
         if fmt == "multishot":
             if pooling not in POOLINGS:
                 raise TansakuError(f"unknown --pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
@@ -91,12 +100,12 @@ def evaluate_reid(
             features = describe_set(method, persons, "tracklet frames")
             return evaluate_multishot(features, persons, metric, trials, seed,  # type: ignore[arg-type]
                                       shots, pooling, frame_scores=scores,  # type: ignore[arg-type]
-                                      method=label, normalizer=normalizer)
+                                      method=label, stages=stages)
         split = load_market(dataset)
         train = describe_set(method, split.train, "bounding_box_train")
         query = describe_set(method, split.query, "query")
         gallery = describe_set(method, split.gallery, "bounding_box_test")
         return evaluate_market(train, query, gallery, split, metric,  # type: ignore[arg-type]
-                               method=label, normalizer=normalizer)
+                               method=label, stages=stages, rerank=rerank)
     except (FileNotFoundError, NotADirectoryError, ValueError, ModelLoadError) as exc:
         raise TansakuError(str(exc)) from exc  # layout, name and model file errors

@@ -43,6 +43,18 @@ class Normalizer(Protocol):
     def transform(self, X: np.ndarray) -> np.ndarray: ...
 
 
+class LearnedStage(Protocol):
+    """A stage learned from training identities before the metric (`PersonStages`: GOG's normaliser,
+    C-DPCF's camera-specific pooling, a fusion's per-part normalisation)."""
+
+    def fit(self, X: np.ndarray, pids: np.ndarray, camids: np.ndarray) -> LearnedStage: ...
+
+    def transform(self, X: np.ndarray, camids: np.ndarray | None = None) -> np.ndarray: ...
+
+
+RERANKS = ("none", "kreciprocal")
+
+
 # ----------------------------------------------------------------------------- VIPeR
 
 
@@ -73,12 +85,16 @@ def evaluate_viper(
     *,
     method: str = "",
     normalizer: Callable[[], Normalizer] | None = None,
+    stages: Callable[[], LearnedStage] | None = None,
+    rerank: str = "none",
 ) -> dict[str, Any]:
     """VIPeR protocol: per trial learn on the train half, cam_a probes cam_b on the test half.
 
     `normalizer`, when given, makes a preprocessing step that is fitted on each trial's training
-    images and applied to all images before the projection.
+    images and applied to all images before the projection; `stages` the same for a stage that
+    learns from identities and cameras. `rerank="kreciprocal"` re-ranks each trial's distances.
     """
+    _check_rerank(rerank)
     features = _check_features(features, len(person_set), "features")
     pids, camids = person_set.pids, person_set.camids
     splits = viper_splits(pids, trials, seed)
@@ -88,7 +104,9 @@ def evaluate_viper(
         test = np.isin(pids, test_ids)
         q, g = test & (camids == 0), test & (camids == 1)
         feats = _normalized(normalizer, features, train)
-        dist = _distances(metric, feats[train], pids[train], camids[train], feats[q], feats[g])
+        feats = _staged(stages, feats, train, pids, camids)
+        dist = _distances(metric, feats[train], pids[train], camids[train], feats[q], feats[g],
+                          rerank)
         scores = evaluate_rank(dist, pids[q], pids[g], camids[q], camids[g], MAX_RANK)
         logger.info("VIPeR trial %d/%d: rank-1 %.1f", t + 1, trials, 100 * scores.cmc[0])
         results.append(scores)
@@ -109,6 +127,8 @@ def evaluate_market(
     *,
     method: str = "",
     normalizer: Callable[[], Normalizer] | None = None,
+    stages: Callable[[], LearnedStage] | None = None,
+    rerank: str = "none",
 ) -> dict[str, Any]:
     """Market-1501 single-query protocol; the projection learns on bounding_box_train.
 
@@ -120,14 +140,22 @@ def evaluate_market(
     train_feats = _check_features(train_feats, len(split.train), "train_feats")
     query_feats = _check_features(query_feats, len(split.query), "query_feats")
     gallery_feats = _check_features(gallery_feats, len(split.gallery), "gallery_feats")
+    _check_rerank(rerank)
     labelled = split.train.pids > 0  # junk and distractors carry no identity to learn from
+    if stages is not None:
+        fitted_stages = stages().fit(train_feats[labelled], split.train.pids[labelled],
+                                     split.train.camids[labelled])
+        train_feats, query_feats, gallery_feats = (
+            np.asarray(fitted_stages.transform(x, c.camids), np.float64)
+            for x, c in ((train_feats, split.train), (query_feats, split.query),
+                         (gallery_feats, split.gallery)))
     if normalizer is not None:
         fitted = normalizer().fit(train_feats[labelled])
         train_feats, query_feats, gallery_feats = (
             np.asarray(fitted.transform(x), np.float64)
             for x in (train_feats, query_feats, gallery_feats))
     dist = _distances(metric, train_feats[labelled], split.train.pids[labelled],
-                      split.train.camids[labelled], query_feats, gallery_feats)
+                      split.train.camids[labelled], query_feats, gallery_feats, rerank)
     scores = evaluate_rank(dist, split.query.pids, split.gallery.pids, split.query.camids,
                            split.gallery.camids, MAX_RANK)
     protocol = ("single query; same-id same-camera gallery images and junk (-1) left out, "
@@ -154,6 +182,22 @@ def _normalized(
     return np.asarray(normalizer().fit(features[train]).transform(features), np.float64)
 
 
+def _check_rerank(rerank: str) -> None:
+    if rerank not in RERANKS:
+        raise ValueError(f"unknown re-ranking {rerank!r}; valid: {', '.join(RERANKS)}")
+
+
+def _staged(
+    stages: Callable[[], LearnedStage] | None, features: np.ndarray, train: np.ndarray,
+    pids: np.ndarray, camids: np.ndarray,
+) -> np.ndarray:
+    """All rows through learned stages fitted on the training rows (as they are if None)."""
+    if stages is None:
+        return features
+    fitted = stages().fit(features[train], pids[train], camids[train])
+    return np.asarray(fitted.transform(features, camids), np.float64)
+
+
 def _project(model: XQDA | KXQDA, X: np.ndarray, name: str) -> np.ndarray:
     return np.concatenate([model.project(X[i:i + _PROJECT_CHUNK], name)
                            for i in range(0, len(X), _PROJECT_CHUNK)])
@@ -166,15 +210,29 @@ def _distances(
     train_cams: np.ndarray,
     Xq: np.ndarray,
     Xg: np.ndarray,
+    rerank: str = "none",
 ) -> np.ndarray:
-    """Query x gallery distances under `metric`, learning the projection on the training rows."""
+    """Query x gallery distances under `metric`, learning the projection on the training rows.
+
+    With `rerank="kreciprocal"`, the query-query and gallery-gallery distances under the same
+    metric feed k-reciprocal re-ranking (Zhong et al., CVPR 2017).
+    """
     model = make_projection(metric)
     if model is None:
-        return sq_distances(Xq, Xg)
-    model.fit(X_train, train_pids, train_cams)
-    assert model.M_ is not None
-    return quadratic_distance(_project(model, Xq, "query"), _project(model, Xg, "gallery"),
-                              model.M_)
+        pair = lambda A, B: sq_distances(A, B)  # noqa: E731
+    else:
+        model.fit(X_train, train_pids, train_cams)
+        assert model.M_ is not None
+        M = model.M_
+        Pq, Pg = _project(model, Xq, "query"), _project(model, Xg, "gallery")
+        Xq, Xg = Pq, Pg
+        pair = lambda A, B: quadratic_distance(A, B, M)  # noqa: E731
+    q_g = pair(Xq, Xg)
+    if rerank == "none":
+        return q_g
+    from matcher.kreciprocal import k_reciprocal_rerank
+
+    return k_reciprocal_rerank(q_g, pair(Xq, Xq), pair(Xg, Xg))
 
 
 def _check_features(features: np.ndarray, n: int, name: str) -> np.ndarray:

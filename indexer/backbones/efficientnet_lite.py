@@ -129,6 +129,17 @@ class EfficientNetLite0(nn.Module):
         maps = self.forward_stages(x)
         return {"stride16": maps["stride16"], "head": maps["head"]}
 
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps after each of the 7 stages, then the head map (8 maps, strides 2 ... 32)."""
+        x = self.act(self._bn0(self._conv_stem(x)))
+        out = []
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in self.stage_ends:
+                out.append(x)
+        out.append(self.act(self._bn1(self._conv_head(x))))
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (used to check the weights; retrieval uses `features`)."""
         head = self.features(x)["head"]

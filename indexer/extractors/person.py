@@ -41,6 +41,18 @@ PERSON_DESCRIPTORS: dict[str, tuple[str, ...]] = {
     "gog": ("indexer.extractors.gog", "gog_batch"),
     "pcb": ("indexer.extractors.pcb", "pcb_method", OPTIONAL_FILE),  # pcb:CKPT[?size=HxW]
     "abn": ("indexer.extractors.abn", "abn_method", FILE),  # abn:CKPT (tansaku train-reid)
+    # ImageNet CNN transfer (indexer/extractors/transfer.py); cdpcf's pooling is learned with the
+    # projection (indexer/projections/cdpcf.py), its raw descriptor is the grid-pooled maps
+    "layers": ("indexer.extractors.transfer", "layers_batch"),
+    "layers-gem": ("indexer.extractors.transfer", "layers_gem_batch"),
+    "layers-mbv2": ("indexer.extractors.transfer", "layers_mbv2_batch"),
+    "fc": ("indexer.extractors.transfer", "fc_batch"),
+    "svdfc": ("indexer.extractors.transfer", "svdfc_batch"),
+    "svdcam": ("indexer.extractors.transfer", "svdcam_batch"),
+    "mpncbp": ("indexer.extractors.transfer", "mpncbp_batch"),
+    "mpncbp-conv": ("indexer.extractors.transfer", "mpncbp_conv_batch"),
+    "cdpcf": ("indexer.extractors.transfer", "cdpcf_maps_batch"),
+    "cdpcf-mbv2": ("indexer.extractors.transfer", "cdpcf_maps_mbv2_batch"),
 }
 
 

@@ -35,7 +35,9 @@ def make_projection(kind: str) -> XQDA | KXQDA:
 
 
 def needs_gog_normalizer(method: str) -> bool:
-    """GOG's authors remove the training mean and L2-normalise each colour space before XQDA."""
+    """GOG's authors remove the training mean and L2-normalise each colour space before XQDA.
+
+    (Superseded by `person_stages.needs_stages`, which also covers fusions and C-DPCF.)"""
     return method == "gog"
 
 
@@ -45,7 +47,12 @@ def load_projector(config: dict[str, Any], gallery_root: Path) -> Projector | No
     if not spec:
         return None
     model = LOADERS.get(spec["kind"]).load(gallery_root / spec["file"])
-    if spec.get("normalizer_mean"):
+    if spec.get("stages"):  # learned per-part stages; cameras are unknown here (C-DPCF: mean map)
+        from indexer.projections.person_stages import PersonStages
+
+        stages = PersonStages.load(gallery_root / spec["stages"])
+        return lambda X: model.embed(stages.transform(np.atleast_2d(X))).astype(np.float32)
+    if spec.get("normalizer_mean"):  # galleries trained before PersonStages
         from indexer.extractors.gog import GOGNormalizer
 
         normalizer = GOGNormalizer()

@@ -11,6 +11,7 @@ from engine.core import Engine, profile_config
 from engine.errors import TansakuError
 from engine.settings import Settings
 from engine.training import train_projection
+from indexer.projections.person_stages import PersonStages
 from storage.gallery_files import GalleryFiles
 from storage.vector_index import VectorIndex
 from tests.conftest import database_url, write_rgb
@@ -94,10 +95,10 @@ def test_gog_gallery_projection_applies_the_gog_normaliser(market: Path, tmp_pat
     eng.index_folder(market / "bounding_box_test", "gog-people", profile="person",
                      config=profile_config("person", "gog"))
     report = train_projection(eng, market, "market", "gog-people", "xqda")
-    assert report["normalizer_mean"].endswith(".npy")
+    assert report["stages"].endswith(".npz")
     opened = eng.open_gallery("gog-people")
-    mean = np.load(opened.files.path(report["normalizer_mean"]))
-    assert mean.shape == (27622,)
+    stages = PersonStages.load(opened.files.path(report["stages"]))
+    assert stages.stages[0].mean_.shape == (27622,)
     hits = sum(eng.query(q, "gog-people", top_k=1).results[0].relative_path[:4] == q.name[:4]
                for q in sorted((market / "query").iterdir()))
     assert hits >= IDENTITIES - 1
@@ -107,3 +108,36 @@ def test_other_extractors_for_an_existing_gallery_are_refused(engine: Engine, ma
     with pytest.raises(TansakuError, match="lomo"):
         engine.index_folder(market / "bounding_box_test", "people", profile="person",
                             config=profile_config("person", "gog"))
+
+
+def test_person_query_k_reciprocal_reranks_the_shortlist(engine: Engine, market: Path) -> None:
+    query = sorted((market / "query").iterdir())[0]
+    plain = engine.query(query, "people", top_k=16)
+    reranked = engine.query(query, "people", top_k=16, kreciprocal=True)
+    assert sorted(r.image_id for r in reranked.results) == sorted(r.image_id for r in plain.results)
+    assert "kreciprocal" in reranked.times
+    scores = [r.score for r in reranked.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_k_reciprocal_is_refused_for_landmark_galleries(engine: Engine, sample_folder: Path) -> None:
+    engine.index_folder(sample_folder, "places-kr")
+    with pytest.raises(TansakuError, match="person galleries"):
+        engine.query(next(sample_folder.iterdir()), "places-kr", kreciprocal=True)
+
+
+@pytest.mark.slow
+def test_cdpcf_fusion_gallery_learns_and_stores_its_stages(market: Path, tmp_path: Path) -> None:
+    eng = Engine(Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    eng.index_folder(market / "bounding_box_test", "cnn-people", profile="person",
+                     config=profile_config("person", "cdpcf+layers"))
+    report = train_projection(eng, market, "market", "cnn-people", "xqda")
+    assert report["stages"].endswith(".npz") and report["reprojected"] == 2 * IDENTITIES
+    opened = eng.open_gallery("cnn-people")
+    stages = PersonStages.load(opened.files.path(report["stages"]))
+    assert stages.parts == ["cdpcf", "layers"]
+    cdpcf = stages.stages[0]
+    assert cdpcf.cams_.tolist() == [0, 1] and len(cdpcf.weights_) == 4  # 0-based camera ids
+    hits = sum(eng.query(q, "cnn-people", top_k=1).results[0].relative_path[:4] == q.name[:4]
+               for q in sorted((market / "query").iterdir()))
+    assert hits >= IDENTITIES // 2

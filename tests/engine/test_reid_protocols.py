@@ -210,3 +210,26 @@ def test_one_market_parser_one_camera_convention() -> None:
         assert parse_person_name(name) == parse_market_name(name)
     assert parse_person_name("0001_c2_f0046182.jpg") == (1, 2)  # DukeMTMC-reID, when not strict
     assert parse_person_name("holiday.jpg") == (None, None)
+
+
+def test_evaluate_viper_reranks_and_fits_stages_on_each_training_half() -> None:
+    X, ps = _synthetic_viper(np.random.default_rng(0))
+
+    class RecordingStage:
+        calls: list[tuple[int, int]] = []
+
+        def fit(self, X: np.ndarray, pids: np.ndarray, camids: np.ndarray) -> RecordingStage:
+            RecordingStage.calls.append((len(X), len(np.unique(camids))))
+            return self
+
+        def transform(self, X: np.ndarray, camids: np.ndarray | None = None) -> np.ndarray:
+            assert camids is not None and len(camids) == len(X)
+            return X
+
+    plain = evaluate_viper(X, ps, "xqda", trials=2, stages=RecordingStage)
+    assert RecordingStage.calls == [(200, 2), (200, 2)]
+    reranked = evaluate_viper(X, ps, "xqda", trials=2, rerank="kreciprocal")
+    assert set(reranked) == FIELDS and reranked["rank1"] >= 80
+    assert plain == evaluate_viper(X, ps, "xqda", trials=2)
+    with pytest.raises(ValueError, match="unknown re-ranking"):
+        evaluate_viper(X, ps, "xqda", trials=1, rerank="qe")

@@ -55,7 +55,7 @@ def test_fusion_l2_normalises_each_part_then_concatenates(fake_methods: list[int
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"valid names: abn:FILE, gog, lomo, pcb\[:FILE\]"):
+    with pytest.raises(ValueError, match=r"valid names: .*gog, .*lomo, .*pcb\[:FILE\]"):
         describe_persons("lomo+sift", _images())
     with pytest.raises(ValueError, match="twice"):
         parse_method("lomo+lomo")
@@ -113,7 +113,7 @@ def test_parametrised_method_errors(fake_learned: list[str | None]) -> None:
     with pytest.raises(ValueError, match=r"'colour' takes no argument"):
         parse_method("colour:x.pth")
     with pytest.raises(ValueError,
-                       match=r"valid names: abn:FILE, colour, gog, lomo, need:FILE, opt\[:FILE\]"):
+                       match=r"valid names: .*colour, .*gog, .*lomo, .*need:FILE, opt\[:FILE\]"):
         parse_method("osnet:x.pth")
     with pytest.raises(ValueError, match="twice"):
         parse_method("opt:a.pth+opt:b.pth")
