@@ -22,9 +22,10 @@ from tqdm import tqdm
 from engine.errors import NotFoundError, TansakuError
 from engine.settings import Settings
 from engine.warm import WarmGalleries
+from indexer.config import WHITENING_DEFAULTS, ConfigError, GalleryConfig, parse_config
 from indexer.describe import Describer, Description, local_from_arrays
 from indexer.errors import ModelLoadError
-from indexer.gallery_index import WHITENING_DEFAULTS, pending_index_path
+from indexer.gallery_index import pending_index_path
 from indexer.images import ImageReadError, discover_images, read_image
 from indexer.pipeline import (
     EmptyFolderError,
@@ -36,7 +37,7 @@ from indexer.pipeline import (
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
 from matcher.attributes import parse_attributes, predicted_names, rank_by_attributes, rescore
-from matcher.rerank import RERANK_MODES, PairMatch, RerankConf, match_pair, rerank_mode
+from matcher.rerank import PairMatch, RerankConf, match_pair, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
 from storage.gallery_files import GalleryBusyError, GalleryFiles
@@ -119,6 +120,7 @@ class OpenGallery:
         self.rows = {r.id: r for r in rows}
         self.sources = sources  # source id -> absolute folder
         self.crops: dict[int, tuple[str, list[int]]] = {}  # crop id -> (photo path in its source, box)
+        self.config = _typed(gallery.name, gallery.config)
         if not files.index_path.exists() or not rows:
             raise TansakuError(f"gallery {gallery.name!r} has no indexed images yet")
         # an index rebuilt for the committed projection, not yet moved into place by its writer
@@ -169,7 +171,7 @@ class OpenGallery:
 
     def default_rerank(self) -> RerankConf:
         """The re-ranking settings the gallery's configuration names (default: mode `ours`)."""
-        spec = dict(self.gallery.config.get("rerank") or {})
+        spec = dict(self.config.rerank or {})
         return rerank_mode(spec.pop("mode", "ours"), **spec)
 
     def ranked(self, hits: list[Hit]) -> list[RankedImage]:
@@ -312,6 +314,7 @@ class Engine:
             return None
         if gallery.profile != profile:
             raise TansakuError(f"gallery {name!r} has profile {gallery.profile!r}, not {profile!r}")
+        _typed(name, gallery.config)
         if config is not None and not _same_extractors(config, gallery.config):
             raise TansakuError(
                 f"gallery {name!r} was built with {_described(gallery.config)}; index into a "
@@ -330,6 +333,7 @@ class Engine:
         galleries_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".new-", dir=galleries_dir))
         try:
+            config = _checked(name, config)  # validated, and stored with its schema version
             fit = _needs_gallery_heads(config)
             if fit:
                 config = self._fit_heads(config, folder, staging / HEADS_FILE)
@@ -619,6 +623,20 @@ def model_error(exc: ModelLoadError | ValueError) -> TansakuError:
     return TansakuError(f"cannot build the extractors: {exc}")
 
 
+def _typed(gallery: str, config: dict[str, Any]) -> GalleryConfig:
+    """The gallery's configuration read through the schema (`indexer.config`), migrated from an
+    earlier version; an invalid one is a user error naming the gallery."""
+    try:
+        return parse_config(config)
+    except ConfigError as exc:
+        raise TansakuError(f"gallery {gallery!r}: {exc}") from exc
+
+
+def _checked(gallery: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as it is to be stored: checked, with its schema version."""
+    return _typed(gallery, config).stored()
+
+
 def _needs_gallery_heads(config: dict[str, Any]) -> bool:
     """Whether the configuration asks for DELG-style heads fitted on the gallery's own images."""
     joint = config.get("joint") or {}
@@ -728,9 +746,10 @@ def rerank_conf(mode: str | None = None, verifier: str | None = None) -> RerankC
 
     if mode is None and verifier is None:
         return None
-    if mode is not None and mode not in RERANK_MODES:
-        raise TansakuError(f"unknown re-ranking mode {mode!r}; valid: {', '.join(RERANK_MODES)}")
-    conf = rerank_mode(mode or "ours")
+    try:
+        conf = rerank_mode(mode or "ours")
+    except ValueError as exc:  # an unknown mode, with the valid ones
+        raise TansakuError(str(exc)) from exc
     if verifier is None:
         return conf
     if verifier not in SUPPORTED:

@@ -11,10 +11,11 @@ from sqlalchemy import select
 
 from engine.errors import TansakuError
 from engine.evaluation.reid import describe_set
-from engine.evaluation.reid_protocols import PersonSet, load_market, load_viper
+from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.gallery_index import rebuild_index
 from indexer.projections.gallery import PROJECTIONS, make_projection
 from indexer.projections.person_stages import PersonStages, needs_stages
+from indexer.registry import Registry
 from storage.gallery_files import GalleryFiles
 from storage.models import Gallery, Image, ImageStatus
 
@@ -23,16 +24,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# the layouts whose training identities a projection is learned from
+TRAINING_FORMATS: Registry[str] = Registry("--format", {"market": "market", "viper": "viper"})
+
 
 def _training_persons(dataset: Path, fmt: str) -> PersonSet:
     try:
-        if fmt == "market":
-            return load_market(dataset).train
-        if fmt == "viper":
-            return load_viper(dataset)
-    except (FileNotFoundError, ValueError) as exc:
+        return load_market(dataset).train if TRAINING_FORMATS.check(fmt) == "market" \
+            else load_viper(dataset)
+    except (FileNotFoundError, ValueError) as exc:  # the format, the layout or a file name
         raise TansakuError(str(exc)) from exc
-    raise TansakuError(f"unknown --format {fmt!r}; valid: market, viper")
 
 
 def train_projection(
@@ -43,8 +44,10 @@ def train_projection(
     if row.profile != "person":
         raise TansakuError(f"gallery {gallery!r} has profile {row.profile!r}; projections are "
                            "learned for person galleries")
-    if kind not in PROJECTIONS:
-        raise TansakuError(f"unknown projection {kind!r}; valid: {', '.join(sorted(PROJECTIONS))}")
+    try:
+        PROJECTIONS.check(kind)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
     method = row.config["global"]["conf"]["method"]
     persons = _training_persons(Path(dataset).expanduser(), fmt)
     features = describe_set(method, persons, "training identities")

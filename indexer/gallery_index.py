@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from indexer.config import WHITENING_DEFAULTS  # the gallery configuration schema holds them
 from indexer.projections import pca_whitening
 from indexer.projections.gallery import load_projector
 from storage.gallery_files import GalleryFiles
@@ -39,13 +40,6 @@ from storage.vector_index import (
 
 log = logging.getLogger(__name__)
 
-WHITENING_DEFAULTS: dict[str, Any] = {
-    "min_images": 300,  # no whitening below this: raw global vectors (fewer over-fit it)
-    "refit_growth": 1.5,  # learn it again once the gallery is this many times larger
-    "dim": None,  # components kept (None: all the data supports, min(N - 1, D))
-    "shrinkage": 1.0,  # eigenvalue floor, x their mean (see pca_whitening.fit)
-    "max_sample": 20000,  # vectors it is learned from, at most
-}
 
 # When a gallery's index is rebuilt as another kind (storage.vector_index.choose_spec); a gallery's
 # configuration may override these under "index_policy".

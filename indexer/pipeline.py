@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from indexer.config import parse_config  # the gallery configuration schema
 from indexer.describe import Describer, to_arrays
 from indexer.distributed import Described, describe_files
 from indexer.gallery_index import (
@@ -410,7 +411,7 @@ def _run_tasks(
     detect = describer.config.get("detect")
     cropper = SceneCropper(detect) if detect else None
     checkpoint(force=True)  # the PENDING rows exist before any extraction starts
-    local_dtype = (describer.config.get("store") or {}).get("local", "float16")
+    local_dtype = parse_config(describer.config).store.local  # the schema holds the default
     with ThreadPoolExecutor(max_workers=2) as pool, logging_redirect_tqdm(), tqdm(
         total=len(tasks), desc="indexing", unit="img"
     ) as bar:

@@ -14,8 +14,9 @@ A landmark model spec is `NAME` or `NAME:ARG`:
   `r50-gld` or `r101-gld`: they differ in the attention threshold of local features). The
   configuration records the preset in use.
 
-A configuration may name the re-ranking that suits its local features (`"rerank"`: a mode of
-`matcher.rerank.RERANK_MODES` and overrides); queries use it unless told otherwise.
+The configuration's schema and defaults are in `indexer.config`. A configuration may name the
+re-ranking that suits its local features (`"rerank"`: a mode of `matcher.rerank.RERANK_MODES` and
+overrides); queries use it unless told otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from indexer.config import WHITENING_DEFAULTS
 from indexer.extractors.base import join_options, split_options
 
 DEFAULT_PERSON_METHOD = "gog+cdpcf+cdpcf-mbv2"
@@ -37,8 +39,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "local": {"name": "rootsift", "conf": {"max_features": 860}},
         "store": {"local": "uint4"},
         "metric": "ip",
-        # PCA-whitening learned from the gallery's own vectors once it has 300 images (pipeline.py)
-        "whitening": {"min_images": 300},
+        # PCA-whitening learned from the gallery's own vectors once it has enough images
+        # (indexer.config.WhiteningConfig holds the floor, 300, and the other defaults)
+        "whitening": {"min_images": WHITENING_DEFAULTS["min_images"]},
     },
     "person": {
         # the best VIPeR fusion (README, "Transfer features for people"): GOG with C-DPCF of both

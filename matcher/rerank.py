@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from indexer.features import LocalFeatures
+from indexer.registry import Registry
 from matcher.matching import match_pairs
 from matcher.verification import Verification, matched_points, verify
 
@@ -58,12 +59,12 @@ RERANK_MODES: dict[str, RerankConf] = {
                        expansion=0),
 }
 
+MODES: Registry[RerankConf] = Registry("re-ranking mode", RERANK_MODES, sort=False)
+
 
 def rerank_mode(mode: str = "ours", **overrides: Any) -> RerankConf:
     """The settings of a named mode, with fields overridden (None values are ignored)."""
-    if mode not in RERANK_MODES:
-        raise ValueError(f"unknown re-ranking mode {mode!r}; valid: {', '.join(RERANK_MODES)}")
-    return replace(RERANK_MODES[mode], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(MODES.get(mode), **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass

@@ -32,12 +32,12 @@ from engine.evaluation.reid_protocols import (
     PersonSet,
     _check_features,
     _distances,
-    _layout_images,
     _normalized,
     _report,
     _staged,
-    parse_market_name,
 )
+from indexer.datasets.reid import layout_images as _layout_images
+from indexer.naming import parse_market_name
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ POOLINGS = ("mean", "max", "attention")
 
 
 def load_multishot(root: str | Path) -> PersonSet:
-    """Frames of `root/images/PPPP_cCs1_NNNNNN_00.jpg` with person ids and 0-based cameras."""
+    """Frames of `root/images/PPPP_cCs1_NNNNNN_00.jpg` with person ids and cameras (from 1, as named)."""
     files = _layout_images(Path(root) / "images", ".jpg", "multishot",
                            "images/ holding PPPP_cCs1_NNNNNN_00.jpg")
     parsed = [parse_market_name(f.name) for f in files]
@@ -69,7 +69,7 @@ def multishot_splits(pids: np.ndarray, camids: np.ndarray, trials: int = 10, see
     _, t_pid, t_cam = tracklets(pids, camids)
     ids, counts = np.unique(t_pid, return_counts=True)
     both = ids[counts >= 2]
-    both = np.array([p for p in both if {0, 1} <= set(t_cam[t_pid == p].tolist())], np.int64)
+    both = np.array([p for p in both if {1, 2} <= set(t_cam[t_pid == p].tolist())], np.int64)
     single = np.setdiff1d(ids, both)
     if len(both) < 4:
         raise ValueError(f"need at least 4 persons seen by cameras 1 and 2, got {len(both)}")
@@ -135,8 +135,8 @@ def evaluate_multishot(
     for t, (train_ids, test_ids) in enumerate(splits):
         train = np.isin(pids, train_ids)
         feats = _staged(stages, _normalized(normalizer, features, train), train, pids, camids)
-        probe = np.flatnonzero(np.isin(t_pid, test_ids) & (t_cam == 0))
-        gallery = np.flatnonzero((np.isin(t_pid, test_ids) & (t_cam == 1))
+        probe = np.flatnonzero(np.isin(t_pid, test_ids) & (t_cam == 1))
+        gallery = np.flatnonzero((np.isin(t_pid, test_ids) & (t_cam == 2))
                                  | np.isin(t_pid, single))
 
         def pooled(ts: np.ndarray, feats: np.ndarray = feats) -> np.ndarray:

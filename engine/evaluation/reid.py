@@ -14,21 +14,21 @@ from engine.evaluation.multishot import POOLINGS, evaluate_multishot, load_multi
 from engine.evaluation.reid_protocols import (
     METRICS,
     RERANKS,
-    PersonSet,
     ReidTrial,
     evaluate_market,
     evaluate_viper,
-    load_market,
-    load_viper,
 )
+from indexer.datasets.reid import PersonSet, load_market, load_viper
 from indexer.errors import ModelLoadError
 from indexer.extractors.person import describe_persons, parse_method
 from indexer.images import ImageReadError, read_image
 from indexer.profiles import DEFAULT_PERSON_METHOD
 from indexer.projections.person_stages import PersonStages, needs_stages
+from indexer.registry import Registry
 
 log = logging.getLogger(__name__)
-FORMATS = ("viper", "market", "multishot")
+FORMATS: Registry[str] = Registry(
+    "--format", {"viper": "viper", "market": "market", "multishot": "multishot"}, sort=False)
 
 
 def describe_set(method: str, persons: PersonSet, what: str, batch_size: int = 64) -> np.ndarray:
@@ -83,13 +83,11 @@ def evaluate_reid(
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
-    if fmt not in FORMATS:
-        raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if metric not in METRICS:
-        raise TansakuError(f"unknown --metric {metric!r}; valid: {', '.join(METRICS)}")
     if rerank not in RERANKS:
         raise TansakuError(f"unknown --rerank {rerank!r}; valid: {', '.join(RERANKS)}")
     try:
+        FORMATS.check(fmt)
+        METRICS.check(metric)
         parse_method(method)
     except ValueError as exc:
         raise TansakuError(str(exc)) from exc

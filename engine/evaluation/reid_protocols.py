@@ -1,6 +1,7 @@
-"""Re-identification datasets and protocols: VIPeR (10 random 316/316 trials) and Market-1501.
+"""Re-identification protocols: VIPeR (10 random 316/316 trials) and Market-1501.
 
-Loaders return plain arrays (paths, person ids, camera ids); the evaluators take features that
+The data set loaders live in `indexer.datasets.reid` (training reads them too) and are re-exported
+here. They return plain arrays (paths, person ids, camera ids); the evaluators take features that
 are row-aligned with them, learn the projection on the training part, and return the JSON fields
 of `tansaku eval reid` with percentages 0-100.
 """
@@ -8,28 +9,31 @@ of `tansaku eval reid` with percentages 0-100.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from engine.evaluation.reid_metrics import ReidScores, evaluate_rank
+from indexer.datasets.reid import MarketSplit, PersonSet, load_market, load_viper
+from indexer.naming import parse_market_name
+from indexer.projections.gallery import PROJECTIONS
+from indexer.projections.gallery import make_projection as make_gallery_projection
 from indexer.projections.kxqda import KXQDA, sq_distances
 from indexer.projections.xqda import XQDA, quadratic_distance
+from indexer.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 Metric = Literal["euclidean", "xqda", "kxqda"]
-METRICS = ("euclidean", "xqda", "kxqda")
+# "euclidean" compares raw descriptors; the others name a projection learned on the training part
+METRICS: Registry[type[XQDA] | type[KXQDA] | None] = Registry(
+    "metric", {"euclidean": None, **PROJECTIONS.entries}, sort=False)
 RANKS = (1, 5, 10, 20)
 MAX_RANK = 50
 _PROJECT_CHUNK = 2048  # rows per projection call: bounds KXQDA's (rows, N_train) kernel block
 
-_VIPER_NAME = re.compile(r"^(\d+)_[^/]*\.bmp$", re.IGNORECASE)
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)s(\d+)_(\d+)_(\d+)\.jpg$", re.IGNORECASE)
 
 
 class Normalizer(Protocol):
@@ -53,23 +57,6 @@ RERANKS = ("none", "kreciprocal")
 
 
 @dataclass(frozen=True)
-class PersonSet:
-    """Images of persons: paths with their person ids and 0-based camera ids, row-aligned."""
-
-    paths: tuple[Path, ...]
-    pids: np.ndarray  # (N,) int64
-    camids: np.ndarray  # (N,) int64
-
-    def __post_init__(self) -> None:
-        if not len(self.paths) == len(self.pids) == len(self.camids):
-            raise ValueError(f"{len(self.paths)} paths, {len(self.pids)} pids and "
-                             f"{len(self.camids)} camids: they must be row-aligned")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-@dataclass(frozen=True)
 class ReidTrial:
     """One trial's queries, gallery and distances (what `--report` draws its ranked lists from)."""
 
@@ -84,44 +71,7 @@ def _subset(persons: PersonSet, mask: np.ndarray) -> PersonSet:
     return PersonSet(paths, persons.pids[mask], persons.camids[mask])
 
 
-@dataclass(frozen=True)
-class MarketSplit:
-    """The three Market-1501 folders: training identities, queries and the test gallery."""
-
-    train: PersonSet
-    query: PersonSet
-    gallery: PersonSet
-
-
 # ----------------------------------------------------------------------------- VIPeR
-
-
-def _layout_images(folder: Path, suffix: str, dataset: str, layout: str) -> list[Path]:
-    """The `suffix` images of one folder of a dataset layout, sorted; a missing or empty folder is named."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{dataset} layout expects the folder {folder} ({layout})")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix)
-    if not files:
-        raise FileNotFoundError(f"no {suffix} image in {folder}")
-    return files
-
-
-def load_viper(root: str | Path) -> PersonSet:
-    """VIPeR from `root/cam_a/NNN_*.bmp` (camid 0) and `root/cam_b/NNN_*.bmp` (camid 1)."""
-    root = Path(root)
-    paths: list[Path] = []
-    pids: list[int] = []
-    camids: list[int] = []
-    for camid, cam in enumerate(("cam_a", "cam_b")):
-        files = _layout_images(root / cam, ".bmp", "VIPeR", "cam_a/ and cam_b/ holding NNN_*.bmp")
-        for f in files:
-            m = _VIPER_NAME.match(f.name)
-            if m is None:
-                raise ValueError(f"VIPeR image name {f} is not NNN_*.bmp")
-            paths.append(f)
-            pids.append(int(m.group(1)))
-            camids.append(camid)
-    return PersonSet(tuple(paths), np.array(pids, np.int64), np.array(camids, np.int64))
 
 
 def viper_splits(
@@ -189,36 +139,6 @@ def evaluate_viper(
 # ----------------------------------------------------------------------------- Market-1501
 
 
-def parse_market_name(name: str) -> tuple[int, int]:
-    """(person id, 0-based camera id) of `PPPP_cCsS_FFFFFF_NN.jpg`; pid -1 = junk, 0 = distractor."""
-    m = _MARKET_NAME.match(Path(name).name)
-    if m is None:
-        raise ValueError(f"Market-1501 image name {name!r} is not PPPP_cCsS_FFFFFF_NN.jpg")
-    pid, cam = int(m.group(1)), int(m.group(2))
-    if pid < -1 or cam < 1:
-        raise ValueError(f"Market-1501 image name {name!r}: bad person id {pid} or camera {cam}")
-    return pid, cam - 1
-
-
-def _load_market_folder(folder: Path) -> PersonSet:
-    files = _layout_images(folder, ".jpg", "Market-1501",
-                           "bounding_box_train/, query/, bounding_box_test/")
-    parsed = [parse_market_name(f.name) for f in files]
-    pids = np.array([p for p, _ in parsed], np.int64)
-    camids = np.array([c for _, c in parsed], np.int64)
-    return PersonSet(tuple(files), pids, camids)
-
-
-def load_market(root: str | Path) -> MarketSplit:
-    """Market-1501 from `bounding_box_train/`, `query/` and `bounding_box_test/` under root."""
-    root = Path(root)
-    return MarketSplit(
-        train=_load_market_folder(root / "bounding_box_train"),
-        query=_load_market_folder(root / "query"),
-        gallery=_load_market_folder(root / "bounding_box_test"),
-    )
-
-
 def evaluate_market(
     train_feats: np.ndarray,
     query_feats: np.ndarray,
@@ -274,13 +194,7 @@ def evaluate_market(
 
 def make_projection(metric: str) -> XQDA | KXQDA | None:
     """The projection a metric name stands for (None: plain Euclidean distance)."""
-    if metric == "euclidean":
-        return None
-    if metric == "xqda":
-        return XQDA()
-    if metric == "kxqda":
-        return KXQDA()
-    raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+    return None if METRICS.check(metric) == "euclidean" else make_gallery_projection(metric)
 
 
 def _normalized(
@@ -363,3 +277,7 @@ def _report(dataset: str, protocol: str, method: str, results: list[ReidScores])
     out["mINP"] = round(100 * float(np.mean([r.mINP for r in results])), 2)
     out["trials"] = len(results)
     return out
+
+
+__all__ = ["METRICS", "MarketSplit", "PersonSet", "evaluate_market", "evaluate_viper", "load_market",
+           "load_viper", "make_projection", "parse_market_name", "viper_splits"]

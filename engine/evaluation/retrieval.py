@@ -26,26 +26,30 @@ from tqdm import tqdm
 
 from engine.errors import TansakuError
 from engine.evaluation.retrieval_metrics import (
-    Query,
-    RevisitedGT,
     average_precisions,
     crop_query,
-    holidays_ground_truth,
-    load_revisited_ground_truth,
     mean_average_precision,
     revisited_map,
     revisited_queries,
 )
+from indexer.datasets.retrieval import (
+    Query,
+    RevisitedGT,
+    holidays_ground_truth,
+    load_revisited_ground_truth,
+)
 from indexer.describe import Description
 from indexer.images import ImageReadError, read_image
 from indexer.profiles import resolve_profile
+from indexer.registry import Registry
 from matcher.rerank import RerankConf
 
 if TYPE_CHECKING:
     from engine.core import Engine, OpenGallery
 
 log = logging.getLogger(__name__)
-FORMATS = ("holidays", "roxford", "rparis")
+FORMATS: Registry[str] = Registry(
+    "--format", {"holidays": "holidays", "roxford": "roxford", "rparis": "rparis"}, sort=False)
 REVISITED_PICKLES = {"roxford": "gnd_roxford5k.pkl", "rparis": "gnd_rparis6k.pkl"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SHOWN = 10  # ranked results kept per query for reports
@@ -281,8 +285,10 @@ def evaluate_retrieval(
     dataset = Path(dataset).expanduser()
     if not dataset.is_dir():
         raise TansakuError(f"dataset folder not found: {dataset}")
+    try:
+        FORMATS.check(fmt)
+    except ValueError as exc:
+        raise TansakuError(str(exc)) from exc
     if fmt == "holidays":
         return evaluate_holidays(engine, dataset, rerank, shortlist, conf, config, details)
-    if fmt in REVISITED_PICKLES:
-        return evaluate_revisited(engine, dataset, fmt, rerank, shortlist, conf, config, details)
-    raise TansakuError(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return evaluate_revisited(engine, dataset, fmt, rerank, shortlist, conf, config, details)

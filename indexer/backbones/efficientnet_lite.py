@@ -59,10 +59,14 @@ class MBConv(nn.Module):
         self.act = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_expanded(x)[0]
+
+    def forward_expanded(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's output and its widest map: the depthwise conv's activation (ReLU6)."""
         y = self.act(self._bn0(self._expand_conv(x))) if self.has_expand else x
-        y = self.act(self._bn1(self._depthwise_conv(y)))
-        y = self._bn2(self._project_conv(y))
-        return x + y if self.skip else y
+        expanded = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(expanded))
+        return (x + y if self.skip else y), expanded
 
 
 class EfficientNetLite0(nn.Module):
@@ -93,16 +97,37 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
         self.act = nn.ReLU6(inplace=True)
 
-    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named maps: `stride16` (112 ch, DELG's conv4 analogue) and `head` (1280 ch)."""
+    STAGE_MAPS = ("expanded", "stride16", "head")  # forward_stages' maps, in network order
+
+    def forward_stages(self, x: torch.Tensor, upto: str = "head") -> dict[str, torch.Tensor]:
+        """Named intermediate maps, computed no further than `upto`:
+
+        - `expanded`: the last stride-16 block's activation after its depthwise conv (672 ch),
+          the widest stride-16 map;
+        - `stride16`: the output of the stride-16 stage (112 ch, DELG's conv4 analogue);
+        - `head`: the 1x1 head conv's activation (1280 ch).
+        """
+        if upto not in self.STAGE_MAPS:
+            raise ValueError(f"unknown map {upto!r}; valid: {', '.join(self.STAGE_MAPS)}")
         x = self.act(self._bn0(self._conv_stem(x)))
+        last16 = self.stage_ends[4]
         out: dict[str, torch.Tensor] = {}
-        for i, block in enumerate(self._blocks):
-            x = block(x)
-            if i == self.stage_ends[4]:
-                out["stride16"] = x
+        for i, module in enumerate(self._blocks):
+            if i != last16:
+                x = module(x)
+                continue
+            block: MBConv = module  # type: ignore[assignment]  # ModuleList items are Modules to mypy
+            x, out["expanded"] = block.forward_expanded(x)
+            out["stride16"] = x
+            if upto != "head":
+                return out
         out["head"] = self.act(self._bn1(self._conv_head(x)))
         return out
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The maps retrieval uses: `stride16` and `head` (see `forward_stages`)."""
+        maps = self.forward_stages(x)
+        return {"stride16": maps["stride16"], "head": maps["head"]}
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The maps after each of the 7 stages, then the head map (8 maps, strides 2 ... 32)."""

@@ -1,11 +1,16 @@
-"""Registry of extractors by name. Modules load on first use, so `import indexer` stays light."""
+"""Feature extractors (global, local, joint) and their registries by name.
+
+Entry points: `build_global`, `build_local`, `build_joint` (an extractor from a name and its
+settings) and the registries `GLOBAL`, `LOCAL`, `JOINT` (`indexer.registry.Registry`). Modules load
+on first use, so `import indexer` stays light.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from indexer.extractors.base import GlobalExtractor, JointExtractor, LocalExtractor
+from indexer.registry import Registry, import_target
 
 GLOBAL_EXTRACTORS: dict[str, str] = {
     "gem-efficientnet-lite0": "indexer.extractors.gem:GemEfficientNet",
@@ -19,24 +24,21 @@ JOINT_EXTRACTORS: dict[str, str] = {
     "delg-savedmodel": "indexer.extractors.delg_savedmodel:DelgSavedModel",
 }
 
-
-def _load(registry: dict[str, str], kind: str, name: str) -> type:
-    if name not in registry:
-        raise ValueError(f"unknown {kind} extractor {name!r}; valid: {', '.join(sorted(registry))}")
-    module, _, attr = registry[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+GLOBAL: Registry[type] = Registry("global extractor", GLOBAL_EXTRACTORS, import_target)
+LOCAL: Registry[type] = Registry("local extractor", LOCAL_EXTRACTORS, import_target)
+JOINT: Registry[type] = Registry("joint extractor", JOINT_EXTRACTORS, import_target)
 
 
 def build_global(name: str, conf: dict[str, Any] | None = None) -> GlobalExtractor:
     """A global extractor by registry name."""
-    return _load(GLOBAL_EXTRACTORS, "global", name)(conf)
+    return GLOBAL.get(name)(conf)
 
 
 def build_local(name: str, conf: dict[str, Any] | None = None) -> LocalExtractor:
     """A local extractor by registry name."""
-    return _load(LOCAL_EXTRACTORS, "local", name)(conf)
+    return LOCAL.get(name)(conf)
 
 
 def build_joint(name: str, conf: dict[str, Any] | None = None) -> JointExtractor:
     """A joint (global + local) extractor by registry name."""
-    return _load(JOINT_EXTRACTORS, "joint", name)(conf)
+    return JOINT.get(name)(conf)

@@ -11,8 +11,11 @@ import torch
 from indexer.features import LocalFeatures
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else CPU; the one device rule for every extractor."""
+def default_device(requested: str | torch.device | None = None) -> torch.device:
+    """The device asked for, else CUDA when present, else CPU: the one device rule for every
+    extractor, training loop and loader."""
+    if requested is not None:
+        return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -41,6 +41,7 @@ import numpy as np
 from indexer.errors import ModelLoadError
 from indexer.extractors.base import JointExtractor
 from indexer.features import LocalFeatures
+from indexer.imageops import check_rgb, resize_pil_bilinear
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ DEFAULT_PRESET = "r50-gldv2-clean"
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Unit L2 norm along ``axis``, as ``tf.nn.l2_normalize`` (zero vectors stay zero)."""
+    """Unit L2 norm along ``axis``, as ``tf.nn.l2_normalize`` (zero vectors stay zero): kept apart
+    from `indexer.imageops.l2_normalize` on purpose, for TensorFlow's epsilon and float32."""
     x = np.asarray(x, dtype=np.float32)
     sq = np.sum(x * x, axis=axis, keepdims=True)
     return x / np.sqrt(np.maximum(sq, _L2_EPS))
@@ -146,7 +148,6 @@ def resize_image(
     image: np.ndarray, max_image_size: float, min_image_size: float, square: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """DELF's ``ResizeImage``: bound the larger side; returns the image and (h, w) scale factors."""
-    from PIL import Image  # pillow is a core dependency; imported here to keep import light
 
     height, width = image.shape[:2]
     largest = max(height, width)
@@ -162,8 +163,7 @@ def resize_image(
         new_w = new_h = int(round(largest * factor))
     else:
         new_w, new_h = int(round(width * factor)), int(round(height * factor))
-    resized = Image.fromarray(image).resize((new_w, new_h), resample=Image.Resampling.BILINEAR)
-    return np.asarray(resized), np.array([new_h / height, new_w / width])
+    return resize_pil_bilinear(image, (new_w, new_h)), np.array([new_h / height, new_w / width])
 
 
 # --------------------------------------------------------------------------- TensorFlow side
@@ -351,8 +351,7 @@ class DelgSavedModel(JointExtractor):
         ``resize_factor`` scales the size bounds, as DELG does for a cropped query
         (crop's larger side / full image's larger side).
         """
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        check_rgb(image)
         if resize_factor < 0:
             raise ValueError(f"resize_factor must be non-negative, got {resize_factor}")
         resized, scale_factors = resize_image(

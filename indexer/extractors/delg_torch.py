@@ -36,7 +36,6 @@ from torch import nn
 from indexer.backbones.efficientnet_lite import (
     HEAD_CHANNELS,
     EfficientNetLite0,
-    MBConv,
     efficientnet_lite0,
 )
 from indexer.errors import ModelLoadError
@@ -44,6 +43,7 @@ from indexer.extractors.base import JointExtractor, default_device
 from indexer.extractors.gem import resize_longer_side, to_tensor
 from indexer.features import LocalFeatures
 from indexer.functional import gem, l2_normalize
+from indexer.imageops import check_rgb
 from indexer.projections import pca_whitening
 from storage.atomic import atomic_write
 
@@ -93,27 +93,9 @@ def top_by_score(scores: np.ndarray, k: int, threshold: float | None) -> np.ndar
 
 
 def backbone_maps(model: EfficientNetLite0, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Lite0's maps: `stride16` (112 ch), `expanded` (672 ch, stride 16) and `head` (1280 ch).
-
-    `expanded` is the last stage-5 block's activation after its depthwise conv (ReLU6), the
-    widest stride-16 map; the block is unrolled here to reach it.
-    """
-    x = model.act(model._bn0(model._conv_stem(x)))
-    last16 = model.stage_ends[4]
-    out: dict[str, torch.Tensor] = {}
-    for i, module in enumerate(model._blocks):
-        block: MBConv = module  # type: ignore[assignment]  # ModuleList items are Modules to mypy
-        if i != last16:
-            x = block(x)
-            continue
-        y = model.act(block._bn0(block._expand_conv(x))) if block.has_expand else x
-        y = F.relu6(block._bn1(block._depthwise_conv(y)))
-        out["expanded"] = y
-        y = block._bn2(block._project_conv(y))
-        x = x + y if block.skip else y
-        out["stride16"] = x
-    out["head"] = model.act(model._bn1(model._conv_head(x)))
-    return out
+    """Lite0's maps: `stride16` (112 ch), `expanded` (672 ch, stride 16) and `head` (1280 ch);
+    see `EfficientNetLite0.forward_stages`."""
+    return model.forward_stages(x)
 
 
 @dataclass
@@ -311,8 +293,7 @@ class DelgEfficientNet(JointExtractor):
 
         `layers` names the local maps to keep (default: the one the heads use).
         """
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        check_rgb(image)
         if scales is None:
             scales = sorted({*self.conf["global_scales"], *self.conf["local_scales"]})
         h0, w0 = image.shape[:2]

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from indexer.datasets.retrieval import holidays_number
 from indexer.extractors.base import default_device
 from indexer.extractors.delg_torch import (
     LOCAL_LAYERS,
@@ -72,10 +73,10 @@ def labelled_images(train_dir: str | Path) -> tuple[list[Path], np.ndarray]:
         names = sorted({p.relative_to(root).parts[0] for p in paths})
         index = {n: k for k, n in enumerate(names)}
         return paths, np.array([index[p.relative_to(root).parts[0]] for p in paths])
-    bad = [p.name for p in paths if not p.stem.isdigit()]
-    if bad:
-        raise ValueError(f"{root}: no class sub-folders and names not N.jpg (e.g. {bad[0]!r})")
-    raw = np.array([int(p.stem) // 100 for p in paths])
+    try:
+        raw = np.array([holidays_number(p.name) // 100 for p in paths])  # Holidays groups
+    except ValueError as exc:
+        raise ValueError(f"{root}: no class sub-folders and names not N.jpg ({exc})") from exc
     return paths, np.unique(raw, return_inverse=True)[1]
 
 
@@ -241,7 +242,7 @@ def train_delg(
     Beside it: `<out>.cache.pt` (frozen backbone maps) and `<out>.ckpt` (last finished epoch).
     Adam is used rather than DELG's SGD: only small heads train here, from a PCA start.
     """
-    out_path, dev = Path(out_path), torch.device(device) if device else default_device()
+    out_path, dev = Path(out_path), default_device(device)
     paths, labels = labelled_images(train_dir)
     conf = {"max_side": max_side, "local_layer": local_layer}
     cache = load_or_build_cache(paths, labels, conf, out_path.with_suffix(".cache.pt"))

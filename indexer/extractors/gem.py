@@ -4,32 +4,26 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 import torch
 
 from indexer.backbones.efficientnet_lite import HEAD_CHANNELS, efficientnet_lite0, normalize_input
 from indexer.extractors.base import GlobalExtractor, default_device
 from indexer.functional import gem, l2_normalize
+from indexer.imageops import resize_by
 
 
 def resize_longer_side(image: np.ndarray, max_side: int) -> np.ndarray:
     """Downscale so the longer side is at most `max_side` (never upscale)."""
     h, w = image.shape[:2]
     scale = max_side / max(h, w)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image if scale >= 1.0 else resize_by(image, scale)
 
 
 def to_tensor(image: np.ndarray, scale: float, device: torch.device) -> torch.Tensor:
     """RGB uint8 (H, W, 3) resized by `scale` -> normalised (1, 3, h, w) float tensor."""
     if scale != 1.0:
-        h, w = image.shape[:2]
-        size = (max(32, round(w * scale)), max(32, round(h * scale)))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, size, interpolation=interp)
+        image = resize_by(image, scale, min_side=32)
     x = torch.from_numpy(np.array(image, copy=True)).to(device).permute(2, 0, 1)[None]
     return normalize_input(x.float() / 255.0)
 

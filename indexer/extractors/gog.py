@@ -28,8 +28,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from indexer.imageops import check_rgb, l2_normalize, resize_to
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +112,7 @@ def to_model_size(image: np.ndarray) -> np.ndarray:
     """Resize one RGB uint8 image to 128x48 (area filter when shrinking, cubic when enlarging)."""
     if image.shape[:2] == (HEIGHT, WIDTH):
         return image
-    shrinking = image.shape[0] > HEIGHT or image.shape[1] > WIDTH
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return cv2.resize(np.ascontiguousarray(image), (WIDTH, HEIGHT), interpolation=interpolation)
+    return resize_to(image, (WIDTH, HEIGHT), shrink_if="any", enlarge="cubic")
 
 
 def gradient_orientation_map(luma: np.ndarray, bins: int = _ORIENTATION_BINS) -> np.ndarray:
@@ -162,16 +161,11 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """Hue, saturation, value of uint8 RGB, each in [0, 1], as MATLAB's rgb2hsv."""
-    c = rgb.astype(np.float64) / 255.0
-    r, g, b = c[..., 0], c[..., 1], c[..., 2]
-    v = c.max(axis=-1)
-    delta = v - c.min(axis=-1)
-    safe = np.where(delta > 0, delta, 1.0)
-    hue = np.where(v == r, (g - b) / safe, np.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    hue = np.where(delta > 0, (hue / 6) % 1.0, 0.0)
-    saturation = np.where(v > 0, delta / np.where(v > 0, v, 1.0), 0.0)
-    return np.stack([hue, saturation, v], axis=-1)
+    """Hue, saturation, value of uint8 RGB, each in [0, 1], as MATLAB's rgb2hsv (scikit-image's
+    `rgb2hsv`, which follows the same definition)."""
+    from skimage.color import rgb2hsv
+
+    return np.asarray(rgb2hsv(rgb.astype(np.float64) / 255.0, channel_axis=-1), np.float64)
 
 
 def _colour_channels(rgb: np.ndarray, space: str) -> np.ndarray:
@@ -369,15 +363,7 @@ def gog_from_features(features: np.ndarray, params: GOGParams = DEFAULT_PARAMS) 
 
 
 def _validate_image(image: object, where: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{where}: expected a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{where}: expected an RGB image of shape (H, W, 3), got {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{where}: expected dtype uint8, got {image.dtype}")
-    if min(image.shape[:2]) < 1:
-        raise ValueError(f"{where}: empty image of shape {image.shape}")
-    return image
+    return check_rgb(image, where)
 
 
 def gog_batch(
@@ -432,8 +418,7 @@ class GOGNormalizer:
         self._check(X)
         out = X.astype(np.float64) - self.mean_
         for block in self.slices.values():
-            norms = np.linalg.norm(out[:, block], axis=1, keepdims=True)
-            out[:, block] /= np.maximum(norms, 1e-12)
+            out[:, block] = l2_normalize(out[:, block], axis=1)
         return out.astype(np.float32)
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from indexer.imageops import check_rgb, l2_normalize, resize_to
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -274,8 +276,7 @@ def _siltp_part(gray: np.ndarray, radius: int, config: LomoConfig) -> np.ndarray
 
 def _log_l2(x: np.ndarray) -> np.ndarray:
     """log(x + 1) then unit L2 norm per row."""
-    x = np.log1p(x)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(np.log1p(x), axis=1)
 
 
 def _describe(images: np.ndarray, config: LomoConfig) -> np.ndarray:
@@ -288,17 +289,10 @@ def _describe(images: np.ndarray, config: LomoConfig) -> np.ndarray:
 
 def _prepare(image: np.ndarray, index: int, config: LomoConfig) -> np.ndarray:
     """Check one input image and resize it to the working size."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise ValueError(f"image {index}: expected an HxWx3 RGB array, got {shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image {index}: expected dtype uint8, got {image.dtype}")
+    check_rgb(image, f"image {index}")
     if image.shape[:2] == (config.height, config.width):
         return image
-    image = np.ascontiguousarray(image)  # OpenCV refuses views such as a flipped image[:, ::-1]
-    shrinking = image.shape[0] > config.height and image.shape[1] > config.width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (config.width, config.height), interpolation=interpolation)
+    return resize_to(image, (config.width, config.height), shrink_if="both")
 
 
 @functools.lru_cache(maxsize=8)

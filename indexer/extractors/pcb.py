@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from indexer.backbones.efficientnet_lite import (
@@ -54,7 +53,8 @@ from indexer.backbones.efficientnet_lite import (
     efficientnet_lite0,
 )
 from indexer.errors import ModelLoadError
-from indexer.extractors.base import split_options
+from indexer.extractors.base import default_device, split_options
+from indexer.imageops import check_rgb, resize_pil_bilinear
 
 logger = logging.getLogger(__name__)
 
@@ -543,8 +543,7 @@ def default_pcb() -> PCB:
 def resize_crop(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """RGB uint8 -> (height, width) = `size`, as torchvision's `Resize` on a PIL image does
     (PIL bilinear, antialiased when shrinking)."""
-    pil = Image.fromarray(image).resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
-    return np.asarray(pil)
+    return resize_pil_bilinear(image, (int(size[1]), int(size[0])))
 
 
 def preprocess(
@@ -558,10 +557,7 @@ def preprocess(
     [0, 1] and normalised, as torchreid's test transform."""
     batch = np.empty((len(images), size[0], size[1], 3), np.uint8)
     for i, image in enumerate(images):
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
-                and image.dtype == np.uint8 and min(image.shape[:2]) > 0):
-            got = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image)
-            raise ValueError(f"image {offset + i}: expected RGB uint8 (H, W, 3), got {got}")
+        check_rgb(image, f"image {offset + i}")
         batch[i] = resize_crop(image, size)
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -586,7 +582,7 @@ def pcb_batch(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = default_pcb() if model is None else model
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     model.to(dev).eval()
     out = []
     with torch.inference_mode():

@@ -15,18 +15,16 @@ method `pcb:CHECKPOINT` (`tansaku index --profile person --method pcb:CKPT`) use
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from indexer.extractors.base import default_device
 from indexer.extractors.pcb import (
     CHECKPOINT_FORMAT,
     PCB,
@@ -35,7 +33,9 @@ from indexer.extractors.pcb import (
     part_loss,
     resize_crop,
 )
-from indexer.naming import parse_person_name
+from indexer.images import ImageReadError, read_image
+from indexer.naming import parse_market_name
+from storage.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +43,6 @@ __all__ = ["CHECKPOINT_NAME", "market_training_set", "train_pcb", "train_step"]
 
 CHECKPOINT_NAME = "pcb_checkpoint.pth"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
-# Market-1501 "0002_c1s1_000451_03.jpg" (DukeMTMC-reID "0001_c2_f0046182.jpg" parses too).
-def _parse_market_name(name: str) -> tuple[int, int]:
-    """(person id, camera id) from a Market-1501 file name; -1 = junk, 0 = distractor."""
-    pid, cam = parse_person_name(name)
-    if pid is None or cam is None:
-        raise ValueError(f"not a Market-1501 image name (PPPP_cC...): {name!r}")
-    return pid, cam
-
-
 def market_training_set(train_dir: Path) -> tuple[list[Path], np.ndarray]:
     """Training images and person ids of a Market-1501 folder, junk (-1) and distractors (0) out.
 
@@ -65,7 +56,7 @@ def market_training_set(train_dir: Path) -> tuple[list[Path], np.ndarray]:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        pid, _ = _parse_market_name(path.name)
+        pid, _ = parse_market_name(path.name, strict=False)  # DukeMTMC-reID names too
         if pid > 0:
             paths.append(path)
             pids.append(pid)
@@ -82,11 +73,12 @@ def _read_crops(paths: list[Path], size: tuple[int, int]) -> tuple[np.ndarray, n
     crops = np.empty((len(paths), size[0], size[1], 3), np.uint8)
     kept: list[int] = []
     for i, path in enumerate(tqdm(paths, desc="reading crops", unit="img", leave=False)):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            logger.warning("skipping unreadable image %s", path)
+        try:
+            rgb = read_image(path, max(size))  # decoded as indexing decodes it
+        except ImageReadError as exc:
+            logger.warning("skipping unreadable image %s: %s", path, exc.reason)
             continue
-        crops[len(kept)] = resize_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)  # as extraction
+        crops[len(kept)] = resize_crop(rgb, size)  # as extraction
         kept.append(i)
     return crops[: len(kept)], np.asarray(kept, np.int64)
 
@@ -143,15 +135,9 @@ def _train_epoch(
 
 
 def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through `storage.atomic` (a temporary file, fsynced, renamed over `path`)."""
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -206,7 +192,7 @@ def train_pcb(
         raise ValueError(f"need epochs >= 1, batch_size >= 2, lr > 0; got {epochs}, "
                          f"{batch_size}, {lr}")
     train_dir, out_dir = Path(train_dir), Path(out_dir)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(device)
     paths, pids = market_training_set(train_dir)
     crops, kept = _read_crops(paths, tuple(input_size))  # type: ignore[arg-type]
     identities = {int(p): i for i, p in enumerate(np.unique(pids[kept]))}

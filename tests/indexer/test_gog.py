@@ -187,6 +187,10 @@ def test_colour_conversions_match_scikit_image() -> None:
     np.testing.assert_allclose(rgb_to_lab(rgb), color.rgb2lab(rgb), atol=1e-2)
     np.testing.assert_allclose(rgb_to_lab(rgb)[0, 0, 1:], 0, atol=1e-4)
     np.testing.assert_allclose(rgb_to_hsv(rgb), color.rgb2hsv(rgb), atol=1e-9)
+    # MATLAB's rgb2hsv on primaries, a secondary and grey (hue 0 where saturation is 0)
+    known = np.array([[[255, 0, 0], [0, 255, 255], [0, 0, 255], [51, 51, 51]]], np.uint8)
+    np.testing.assert_allclose(rgb_to_hsv(known)[0],
+                               [[0, 1, 1], [0.5, 1, 1], [2 / 3, 1, 1], [0, 0, 0.2]], atol=1e-12)
 
 
 # ---------------------------------------------------------------- behaviour of the descriptor
