@@ -34,7 +34,12 @@ def test_ray_workers_give_the_plain_runs_descriptors(tmp_path, monkeypatch) -> N
     for image_id, path in a.paths.items():
         x, y = a.store.get(image_id), b.store.get(by_path[path])
         assert x.keys() == y.keys()
-        for key in x:
-            np.testing.assert_array_equal(x[key], y[key], err_msg=f"{path}: {key}")
+        for key in x:  # a Ray worker runs torch on its own thread count: float sums may differ
+            # in the last bits (6e-8 seen); a wrong image or setting differs by orders more
+            if np.issubdtype(x[key].dtype, np.floating):
+                np.testing.assert_allclose(x[key], y[key], rtol=1e-4, atol=1e-6,
+                                           err_msg=f"{path}: {key}")
+            else:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{path}: {key}")
     files = GalleryFiles(tmp_path / "home", engine.get_gallery("ray").id)
     assert files.features().ids() == set(b.paths)
