@@ -18,12 +18,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from indexer.backbones import efficientnet_lite, mobilenet_v2
+from indexer.backbones.inputs import crops_to_tensor
 from indexer.transfer import (
     SKETCHES,
     RandomMaclaurin,
@@ -71,19 +71,8 @@ def _sketch(kind: str, c1: int, c2: int, dim: int, seed: int = 0) -> TensorSketc
 def preprocess(
     images: Sequence[np.ndarray], size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
 ) -> torch.Tensor:
-    """RGB uint8 crops -> (B, 3, H, W): resized to `size` (OpenCV bilinear, as every number in the
-    README was measured), scaled to [0, 1] and normalised."""
-    batch = np.empty((len(images), size[0], size[1], 3), np.uint8)
-    for i, image in enumerate(images):
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
-                and image.dtype == np.uint8 and min(image.shape[:2]) > 0):
-            got = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image)
-            raise ValueError(f"image {i}: expected RGB uint8 (H, W, 3), got {got}")
-        batch[i] = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - m) / s
+    """RGB uint8 crops -> (B, 3, H, W) (see `indexer.backbones.inputs.crops_to_tensor`)."""
+    return crops_to_tensor(images, size, mean, std)
 
 
 def layer_maps(

@@ -27,13 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from indexer.backbones.efficientnet_lite import INPUT_MEAN, INPUT_STD, efficientnet_lite0
+from indexer.backbones.inputs import crops_to_tensor
 from indexer.errors import ModelLoadError
 from indexer.models.reid_abn.functional import attention_weighting, masked_softmax, weighted_pool
 
@@ -173,17 +173,7 @@ class TemporalAttention(nn.Module):
 
 def preprocess(images: Sequence[np.ndarray], size: tuple[int, int] = INPUT_SIZE) -> torch.Tensor:
     """RGB uint8 crops of any size -> (B, 3, H, W) in the network's input range."""
-    batch = np.empty((len(images), size[0], size[1], 3), np.uint8)
-    for i, image in enumerate(images):
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
-                and image.dtype == np.uint8 and min(image.shape[:2]) > 0):
-            got = (image.dtype, image.shape) if isinstance(image, np.ndarray) else type(image)
-            raise ValueError(f"image {i}: expected RGB uint8 (H, W, 3), got {got}")
-        batch[i] = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(INPUT_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(INPUT_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return crops_to_tensor(images, size, INPUT_MEAN, INPUT_STD)
 
 
 def safe_load(path: Path) -> Any:
