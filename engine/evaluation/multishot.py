@@ -35,6 +35,7 @@ from engine.evaluation.reid_protocols import (
     _normalized,
     _report,
     _staged,
+    viper_splits,
 )
 from indexer.datasets.reid import layout_images as _layout_images
 from indexer.naming import parse_market_name
@@ -73,13 +74,7 @@ def multishot_splits(pids: np.ndarray, camids: np.ndarray, trials: int = 10, see
     single = np.setdiff1d(ids, both)
     if len(both) < 4:
         raise ValueError(f"need at least 4 persons seen by cameras 1 and 2, got {len(both)}")
-    rng = np.random.default_rng(seed)
-    half = len(both) // 2
-    splits = []
-    for _ in range(trials):
-        perm = rng.permutation(both)
-        splits.append((np.sort(perm[:half]), np.sort(perm[half:])))
-    return splits, single
+    return viper_splits(both, trials, seed), single  # the same seeded halves as VIPeR's
 
 
 def pool_rows(rows: np.ndarray, pooling: Pooling, scores: np.ndarray | None = None) -> np.ndarray:
