@@ -423,26 +423,29 @@ def _run_tasks(
                     raise IndexCancelled(f"cancelled after {done} of {len(tasks)} images")
                 yield batch
 
-        results: Iterator[tuple[list[Any], list[Described]]]
+        # (tasks stored, their descriptions, files of the folder they came from): a scene photo's
+        # tasks are its person crops, while progress counts files
+        results: Iterator[tuple[list[Any], list[Described], int]]
         if cropper is not None:
             if ray_address is not None:
                 raise ValueError("--ray does not yet describe scene photos (--detect galleries): "
                                  "detection runs in the writer")
-            results = (_describe_scenes(b, describer, cropper, session, index, store, pool)
+            results = ((*_describe_scenes(b, describer, cropper, session, index, store, pool), len(b))
                        for b in batches())
         elif ray_address is None:
-            results = ((b, _describe_here(b, describer, pool)) for b in batches())
+            results = ((b, _describe_here(b, describer, pool), len(b)) for b in batches())
         else:
             from indexer.distributed import describe_on_ray
 
-            results = describe_on_ray(tasks, describer.config, ray_address, batch_size)
-        for batch, described in results:
+            results = ((b, d, len(b)) for b, d in
+                       describe_on_ray(tasks, describer.config, ray_address, batch_size))
+        for batch, described, files in results:
             _process_batch(batch, described, session, index, store, summary, projector,
                            local_dtype)
             checkpoint.dirty = True
             checkpoint()
-            bar.update(len(batch))
-            done += len(batch)
+            bar.update(files)
+            done += files
             if progress is not None:
                 progress(done, len(tasks), summary)
 
