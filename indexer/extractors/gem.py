@@ -7,7 +7,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from indexer.backbones.efficientnet_lite import HEAD_CHANNELS, efficientnet_lite0, normalize_input
+from indexer.backbones.efficientnet_lite import (
+    HEAD_CHANNELS,
+    efficientnet_lite0,
+    for_inference,
+    normalize_input,
+)
 from indexer.extractors.base import GlobalExtractor, default_device
 from indexer.functional import gem, l2_normalize
 from indexer.imageops import resize_by
@@ -42,7 +47,7 @@ class GemEfficientNet(GlobalExtractor):
     def __init__(self, conf: dict[str, Any] | None = None) -> None:
         super().__init__(conf)
         self.device = default_device()
-        self.model = efficientnet_lite0(weights=self.conf["weights"]).to(self.device)
+        self.model = for_inference(efficientnet_lite0(weights=self.conf["weights"])).to(self.device)
 
     @property
     def max_side(self) -> int | None:

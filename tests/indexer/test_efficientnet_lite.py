@@ -86,3 +86,16 @@ def test_forward_stages_stops_where_asked() -> None:
     torch.testing.assert_close(plain["head"], full["head"])
     with pytest.raises(ValueError, match="valid: expanded, stride16, head"):
         model.forward_stages(x, upto="stride8")
+
+
+def test_folded_network_computes_the_same_maps(model: torch.nn.Module) -> None:
+    from indexer.backbones.efficientnet_lite import for_inference
+
+    fused = for_inference(model)  # type: ignore[arg-type]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is kept
+    x = _batch(skimage_data.coffee(), size=160)
+    with torch.no_grad():
+        want, got = model.features(x), fused.features(x)  # type: ignore[operator]
+    for name in ("stride16", "head"):
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4)
