@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import struct
 import zlib
@@ -75,7 +76,7 @@ def decode_arrays(payload: bytes | memoryview) -> Arrays:
     out: Arrays = {}
     for name, dtype, shape in table:
         dt = np.dtype(dtype)
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # np.prod took half of the decoding time of a record
         out[name] = np.frombuffer(payload, dt, count, offset).reshape(shape)
         offset += count * dt.itemsize
     return out
