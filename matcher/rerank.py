@@ -44,19 +44,32 @@ class RerankConf:
     min_inliers: int = 12  # below this a candidate is not considered verified
     expansion: int = 2  # verified images added to the query to re-order the unverified rest (0: off)
     workers: int = 2  # threads matching disjoint parts of the shortlist (BLAS single-threaded in each)
+    # Screening (None: off): the query's `screen_features` strongest features are matched against
+    # the whole shortlist; only the `screen_global` first candidates and the `screen_keep` with
+    # the most screening matches are matched with the rest and verified (see `count_inliers`).
+    screen_features: int | None = 256
+    screen_keep: int = 12
+    screen_global: int = 8
 
     @property
     def name(self) -> str:
         """A short description for reports, e.g. `brute+degensac-homography+verified-qe2`."""
         text = f"{self.matcher}+{self.verifier}-{self.model}"
+        if self.screens:
+            text += f"+screen{self.screen_features}-{self.screen_global}+{self.screen_keep}"
         return text + (f"+verified-qe{self.expansion}" if self.expansion else "")
+
+    @property
+    def screens(self) -> bool:
+        """Whether screening applies (the mutual check needs every query feature, so it turns it off)."""
+        return self.screen_features is not None and not self.mutual
 
 
 RERANK_MODES: dict[str, RerankConf] = {
     "ours": RerankConf(),
     "delf": RerankConf(matcher="kdtree", ratio=None, distance_bound=0.9, verifier="ransac",
                        model="affine", threshold_px=10.0, max_iters=1000, min_inliers=1,
-                       expansion=0),
+                       expansion=0, screen_features=None),
 }
 
 MODES: Registry[RerankConf] = Registry("re-ranking mode", RERANK_MODES, sort=False)
@@ -84,16 +97,74 @@ def count_inliers(
     query: LocalFeatures, candidates: Sequence[LocalFeatures], conf: RerankConf,
     times: StageTimes | None = None,
 ) -> np.ndarray:
-    """Verified inlier count of each candidate against the query, (N,) int."""
+    """Verified inlier count of each candidate against the query, (N,) int; -1 for a candidate
+    that screening left out (not verified).
+
+    With screening (`conf.screens`) only part of the shortlist is matched in full and verified:
+    the query's strongest `screen_features` features are matched against every candidate first,
+    and candidates outside the `screen_global` first and the `screen_keep` with the most of those
+    matches are not verified. The others get exactly the matches (and inliers) of full matching:
+    without the mutual check a query feature's match depends on no other query feature, so the
+    strong features' matches are reused and only the rest of the query is matched again.
+    """
     times = times or StageTimes()
     start = time.perf_counter()
-    matches = _match_in_parallel(query, candidates, conf)
+    inliers = np.full(len(candidates), -1, dtype=np.int64)
+    strong, rest = _screening_split(query, len(candidates), conf)
+    if rest is None:
+        chosen = list(range(len(candidates)))
+        matches = _match_in_parallel(query, candidates, conf)
+    else:
+        screened = _match_in_parallel(_subset(query, strong), candidates, conf)
+        chosen = _screened_candidates([len(m) for m in screened], conf).tolist()
+        more = _match_in_parallel(_subset(query, rest), [candidates[k] for k in chosen], conf)
+        matches = [_merge(screened[k], strong, extra, rest) for k, extra in zip(chosen, more, strict=True)]
     start = times.add("matching", start)
-    inliers = np.zeros(len(candidates), dtype=np.int64)
-    for k, (cand, pairs) in enumerate(zip(candidates, matches, strict=True)):
-        inliers[k] = _verify(query, cand, pairs, conf).inliers
+    for k, pairs in zip(chosen, matches, strict=True):
+        inliers[k] = _verify(query, candidates[k], pairs, conf).inliers
     times.add("verification", start)
     return inliers
+
+
+def _screening_split(
+    query: LocalFeatures, n_candidates: int, conf: RerankConf
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions of the query's screening features and of the rest (None: no screening here)."""
+    everything = np.arange(len(query))
+    n = conf.screen_features
+    if not conf.screens or n is None or len(query) <= n or \
+            n_candidates <= conf.screen_keep + conf.screen_global:
+        return everything, None
+    if query.scores is None:  # extractors keep their strongest first when they give no scores
+        return everything[:n], everything[n:]
+    order = np.argsort(-np.asarray(query.scores, np.float32), kind="stable")
+    return np.sort(order[:n]), np.sort(order[n:])
+
+
+def _subset(features: LocalFeatures, rows: np.ndarray) -> LocalFeatures:
+    scores = None if features.scores is None else features.scores[rows]
+    return LocalFeatures(features.keypoints[rows], features.descriptors[rows], scores)
+
+
+def _screened_candidates(counts: Sequence[int], conf: RerankConf) -> np.ndarray:
+    """Shortlist positions matched in full: the first `screen_global`, then the `screen_keep` with
+    the most screening matches (ties: global order), in shortlist order."""
+    counts_ = np.asarray(counts)
+    by_count = np.lexsort((np.arange(len(counts_)), -counts_))
+    head = np.arange(min(conf.screen_global, len(counts_)))
+    rest = by_count[~np.isin(by_count, head)][: conf.screen_keep]
+    return np.sort(np.concatenate([head, rest]))
+
+
+def _merge(first: np.ndarray, first_rows: np.ndarray, second: np.ndarray,
+           second_rows: np.ndarray) -> np.ndarray:
+    """Matches of two query subsets as matches of the whole query, in query order (as full
+    matching lists them, so that the seeded verifiers see the same input)."""
+    pairs = np.concatenate([
+        np.stack([first_rows[first[:, 0]], first[:, 1]], axis=1) if len(first) else first,
+        np.stack([second_rows[second[:, 0]], second[:, 1]], axis=1) if len(second) else second,
+    ]).astype(np.int64)
+    return pairs[np.argsort(pairs[:, 0], kind="stable")]
 
 
 def _verify(

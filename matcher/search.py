@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from indexer.describe import Description, local_from_arrays
+from indexer.features import LocalFeatures
 from matcher.rerank import RerankConf, StageTimes, count_inliers, expanded_query, order_by_inliers
 from storage.feature_store import Store
 from storage.vector_index import VectorIndex
@@ -63,7 +65,7 @@ class Searcher:
         start = times.add("search", start)
         if rerank and query.local is not None and hits:
             head = hits[:shortlist]
-            candidates = [local_from_arrays(a) for a in self.store.get_many([h.image_id for h in head])]
+            candidates = self._load([h.image_id for h in head])
             times.add("loading", start)
             inliers = count_inliers(query.local, candidates, self.conf, times)
             start = time.perf_counter()
@@ -76,6 +78,16 @@ class Searcher:
             hits = self._kreciprocal(vec, hits, shortlist)
             times.add("kreciprocal", start)
         return SearchResult(hits[:top_k], times.seconds)
+
+    def _load(self, image_ids: list[int]) -> list[LocalFeatures]:
+        """Stored local features of a shortlist, decoded to float32 in `conf.workers` threads (the
+        decoding, a numpy gather per candidate, frees the GIL; reading is one pread each)."""
+        arrays = self.store.get_many(image_ids)
+        workers = max(1, min(self.conf.workers, len(arrays) // 8))
+        if workers == 1:
+            return [local_from_arrays(a) for a in arrays]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(local_from_arrays, arrays))
 
     def _kreciprocal(self, vec: np.ndarray, hits: list[Hit], shortlist: int) -> list[Hit]:
         """The shortlist in k-reciprocal order (scores: minus the re-ranked distance), then the rest."""
@@ -100,7 +112,7 @@ class Searcher:
     ) -> list[Hit]:
         """Everything not verified, in the order of the (expanded) global query."""
         done = {h.image_id for h in verified}
-        counts = {h.image_id: int(n) for h, n in zip(head, inliers, strict=True)}
+        counts = {h.image_id: int(n) for h, n in zip(head, inliers, strict=True) if n >= 0}
         if self.conf.expansion and verified:
             top = [h.image_id for h in verified[: self.conf.expansion]]
             hits = self._global(expanded_query(vec, self.index.reconstruct(top)), depth, exclude)

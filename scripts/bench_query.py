@@ -2,12 +2,16 @@
 
     python scripts/bench_query.py ../shared/data/holidays_even [--queries 30] [--matcher brute|kdtree]
     python scripts/bench_query.py ../shared/data/holidays_even --rerank-mode ours delf
+    python scripts/bench_query.py ../shared/data/holidays_even --queries 149 --exhaustive-too
 
 The folder is indexed into the same gallery `tansaku eval retrieval` uses (reused when unchanged;
 `--model` as in `tansaku eval retrieval`). With several `--rerank-mode`s every query is searched
 in each mode in turn, so their timings come from the same minutes of a shared machine. Each mode's
 Holidays mAP over the same queries is reported too (the full ranking, query left out), so a slow
-mode can be compared on a subset of queries.
+mode can be compared on a subset of queries. `--exhaustive-too` adds each mode without screening
+(`<mode>-exhaustive`: every candidate matched with every query feature and verified), and
+`--screen F:G:K ...` adds each mode with other screening settings (`<mode>@F:G:K`: F query
+features screen, the first G and the K best screened are matched in full).
 Each query image is read and described afresh (extraction), searched in FAISS, and its top
 `--shortlist` re-ranked; medians over queries are reported per stage, with `rerank` = loading +
 matching + verification (what the foundation issue's 0.3 s budget covers). CPU seconds of the
@@ -43,6 +47,10 @@ def main() -> None:
     parser.add_argument("--rerank-mode", nargs="+", default=["ours"], choices=tuple(RERANK_MODES))
     parser.add_argument("--model", default=None, help="as `tansaku eval retrieval --model`")
     parser.add_argument("--db", default=None)
+    parser.add_argument("--screen", nargs="*", default=[], metavar="F:G:K",
+                        help="also run each mode with these screening settings")
+    parser.add_argument("--exhaustive-too", action="store_true",
+                        help="also run each mode with screening off, on the same queries")
     args = parser.parse_args()
 
     engine = Engine(Settings.from_env(db=args.db))
@@ -58,19 +66,26 @@ def main() -> None:
         if args.verifier:
             conf = replace(conf, verifier=args.verifier)
         confs[mode] = conf
+        for variant in args.screen:
+            features, head, keep = (int(x) for x in variant.split(":"))
+            confs[f"{mode}@{variant}"] = replace(conf, screen_features=features, screen_global=head,
+                                                 screen_keep=keep)
+        if args.exhaustive_too and conf.screens:
+            confs[f"{mode}-exhaustive"] = replace(conf, screen_features=None)
     searchers = {mode: opened.searcher(conf) for mode, conf in confs.items()}
     ids = sorted(opened.paths, key=lambda i: opened.paths[i])
     position = {image_id: k for k, image_id in enumerate(ids)}
     queries = holidays_ground_truth([Path(opened.paths[i]).name for i in ids])[: args.queries]
     stages: dict[str, dict[str, list[float]]] = {mode: {} for mode in confs}
     rankings: dict[str, list[list[int]]] = {mode: [] for mode in confs}
-    for query in queries:
+    for n, query in enumerate(queries):
         qid = ids[query.index]
         start = time.perf_counter()
         description = opened.describer.describe(
             read_image(opened.image_file(qid)))
         extraction = time.perf_counter() - start
-        for mode, searcher in searchers.items():
+        order = list(searchers.items())
+        for mode, searcher in order if n % 2 == 0 else order[::-1]:  # neither mode always first
             times = {"extraction": extraction}
             cpu = time.process_time()
             result = searcher.search(description, top_k=len(ids), shortlist=args.shortlist,

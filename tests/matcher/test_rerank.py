@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from indexer.features import LocalFeatures
@@ -40,3 +42,50 @@ def test_match_pair_without_matches_is_empty() -> None:
     empty = LocalFeatures.empty(32)
     pair = match_pair(query, empty, RERANK_MODES["ours"])
     assert pair.inliers == 0 and pair.query_points.shape == (0, 2)
+
+
+def _shortlist(seed: int = 1) -> tuple[LocalFeatures, list[LocalFeatures]]:
+    """A query with scores, its true match at shortlist position 3, and unrelated candidates."""
+    query, match, _ = _pair(seed)
+    rng = np.random.default_rng(seed)
+    query = LocalFeatures(query.keypoints, query.descriptors,
+                          rng.uniform(size=len(query)).astype(np.float32))
+    others = []
+    for _ in range(5):
+        d = rng.normal(size=(120, 32)).astype(np.float32)
+        others.append(LocalFeatures(rng.uniform(0, 400, (120, 2)).astype(np.float32),
+                                    d / np.linalg.norm(d, axis=1, keepdims=True)))
+    return query, others[:3] + [match] + others[3:]
+
+
+def test_screening_verifies_the_chosen_candidates_exactly_as_exhaustive_matching() -> None:
+    query, shortlist = _shortlist()
+    exhaustive = replace(RERANK_MODES["ours"], screen_features=None)
+    full = count_inliers(query, shortlist, exhaustive)
+    # 30 of 120 query features screen; the first candidate and the best screened one are kept
+    screened = count_inliers(query, shortlist, replace(exhaustive, screen_features=30,
+                                                       screen_global=1, screen_keep=1))
+    assert full[3] >= 70
+    assert screened[3] == full[3]  # the true match: same matches, same seeded verification
+    assert screened[0] == full[0]  # kept as the global first
+    assert screened[[1, 2, 4, 5]].tolist() == [-1, -1, -1, -1]  # screened out: not verified
+    # keeping every candidate gives exhaustive matching's counts
+    everything = replace(exhaustive, screen_features=30, screen_global=0, screen_keep=6)
+    assert count_inliers(query, shortlist, everything).tolist() == full.tolist()
+
+
+def test_screening_is_off_where_it_cannot_save_work() -> None:
+    query, shortlist = _shortlist()
+    conf = replace(RERANK_MODES["ours"], screen_features=30, screen_global=3, screen_keep=3)
+    full = count_inliers(query, shortlist, replace(conf, screen_features=None))
+    # six candidates, all of which would be kept; the mutual check needs every query feature
+    assert count_inliers(query, shortlist, conf).tolist() == full.tolist()
+    assert not replace(conf, mutual=True).screens
+
+
+def test_screened_candidates_are_the_global_head_and_the_most_screening_matches() -> None:
+    from matcher.rerank import _screened_candidates
+
+    conf = replace(RERANK_MODES["ours"], screen_global=2, screen_keep=2)
+    # positions 0, 1 always; then 5 (9 matches) and 3 (7, before 4's 7 by global order)
+    assert _screened_candidates([0, 9, 1, 7, 7, 9], conf).tolist() == [0, 1, 3, 5]
