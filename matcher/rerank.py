@@ -47,7 +47,7 @@ class RerankConf:
     # Screening (None: off): the query's `screen_features` strongest features are matched against
     # the whole shortlist; only the `screen_global` first candidates and the `screen_keep` with
     # the most screening matches are matched with the rest and verified (see `count_inliers`).
-    screen_features: int | None = 256
+    screen_features: int | None = 128
     screen_keep: int = 12
     screen_global: int = 8
 
