@@ -163,7 +163,9 @@ def _print_results(result: Any) -> None:
         inliers = "      -" if r.inliers is None else f"{r.inliers:7d}"
         box = f"  box {','.join(map(str, r.box))}" if getattr(r, "box", None) else ""
         attrs = f"  [{', '.join(r.attributes)}]" if getattr(r, "attributes", None) else ""
-        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{box}{attrs}")
+        matched = getattr(r, "matched_attributes", None)  # why it matched an attribute query
+        why = "  (" + ", ".join(f"{k} {v:.2f}" for k, v in matched.items()) + ")" if matched else ""
+        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{box}{why}{attrs}")
 
 
 @app.command("galleries")
