@@ -83,8 +83,6 @@ def index(
     from engine.core import profile_config
 
     config = profile_config(profile, method, model, detector if detect else None, attributes, classifier)
-    if detect and ray:
-        raise TansakuError("--ray does not yet describe scene photos: drop --ray to use --detect")
     summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune, config=config,
                                        ray=ray)
     for rel, reason in summary.failures:
