@@ -83,8 +83,6 @@ def index(
     from engine.core import profile_config
 
     config = profile_config(profile, method, model, detector if detect else None, attributes, classifier)
-    if detect and ray:
-        raise TansakuError("--ray does not yet describe scene photos: drop --ray to use --detect")
     summary = _engine(db).index_folder(folder, gallery, profile=profile, prune=prune, config=config,
                                        ray=ray)
     for rel, reason in summary.failures:
@@ -163,7 +161,9 @@ def _print_results(result: Any) -> None:
         inliers = "      -" if r.inliers is None else f"{r.inliers:7d}"
         box = f"  box {','.join(map(str, r.box))}" if getattr(r, "box", None) else ""
         attrs = f"  [{', '.join(r.attributes)}]" if getattr(r, "attributes", None) else ""
-        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{box}{attrs}")
+        matched = getattr(r, "matched_attributes", None)  # why it matched an attribute query
+        why = "  (" + ", ".join(f"{k} {v:.2f}" for k, v in matched.items()) + ")" if matched else ""
+        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{box}{why}{attrs}")
 
 
 @app.command("galleries")

@@ -36,7 +36,14 @@ from indexer.pipeline import (
 )
 from indexer.profiles import GALLERY_HEADS, PROFILES, model_config, resolve_profile
 from indexer.projections.gallery import Projector, load_projector
-from matcher.attributes import parse_attributes, predicted_names, rank_by_attributes, rescore
+from matcher.attributes import (
+    parse_attributes,
+    predicted_names,
+    rank_by_attributes,
+    rescore,
+    term_names,
+    term_probabilities,
+)
 from matcher.rerank import PairMatch, RerankConf, match_pair, rerank_mode
 from matcher.search import Hit, Searcher
 from storage.db import open_database
@@ -63,11 +70,13 @@ class RankedImage:
     camera_id: int | None = None
     box: list[int] | None = None  # a person found in the scene photo `path` (x, y, w, h)
     attributes: list[str] | None = None  # predicted attributes (galleries with an attribute model)
+    # queries by attributes: each asked-for attribute's probability for this person (why it matched)
+    matched_attributes: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """One result of `tansaku query --json` (person and camera ids only where known)."""
-        return {k: v for k, v in self.__dict__.items()
-                if v is not None or k not in ("person_id", "camera_id", "box", "attributes")}
+        optional = ("person_id", "camera_id", "box", "attributes", "matched_attributes")
+        return {k: v for k, v in self.__dict__.items() if v is not None or k not in optional}
 
 
 @dataclass(frozen=True)
@@ -140,11 +149,11 @@ class OpenGallery:
         return build_describer(self.gallery.config)
 
     def image_file(self, image_id: int) -> Path:
-        """The absolute path of an indexed image's file."""
+        """The absolute path of an indexed image's file (a detected person's: its photo's)."""
         row = self.rows.get(image_id)
         if row is None or row.source_id not in self.sources:
             raise NotFoundError(f"gallery {self.gallery.name!r} has no indexed image {image_id}")
-        return Path(self.sources[row.source_id]) / row.path
+        return Path(self.sources[row.source_id]) / self.crops.get(image_id, (row.path, None))[0]
 
     def projected_dim(self) -> int:
         """Length of the vectors this gallery's configuration puts in its index."""
@@ -174,23 +183,30 @@ class OpenGallery:
         spec = dict(self.config.rerank or {})
         return rerank_mode(spec.pop("mode", "ours"), **spec)
 
-    def ranked(self, hits: list[Hit]) -> list[RankedImage]:
-        """Hits as user-facing results (absolute paths, and the source folder each came from)."""
-        return [self._result(rank, h) for rank, h in enumerate(hits, start=1)]
+    def ranked(self, hits: list[Hit], terms: list[tuple[int, bool]] | None = None) -> list[RankedImage]:
+        """Hits as user-facing results (absolute paths, and the source folder each came from);
+        with the `terms` of an attribute query, each result's probability of each of them."""
+        return [self._result(rank, h, terms) for rank, h in enumerate(hits, start=1)]
 
-    def _result(self, rank: int, hit: Hit) -> RankedImage:
+    def _result(self, rank: int, hit: Hit, terms: list[tuple[int, bool]] | None = None) -> RankedImage:
         """A detected person is shown as its photo's path and the box."""
         row = self.rows[hit.image_id]
         source = self.sources.get(row.source_id) if row.source_id is not None else None
         rel, box = self.crops.get(hit.image_id, (row.path, None))
         path = str(Path(source) / rel) if source else rel
-        attrs = None
+        attrs = matched = None
         if self.attribute_names is not None:
             probs = self.store.get(hit.image_id).get("attributes")
             if probs is not None:
                 attrs = predicted_names(probs.astype(np.float32), self.attribute_names)
+                if terms:
+                    from indexer.models.attributes.peta import COMPLEMENTS
+
+                    labels = term_names(terms, self.attribute_names, COMPLEMENTS)
+                    p = term_probabilities(probs.astype(np.float32), terms)
+                    matched = {n: float(v) for n, v in zip(labels, p, strict=True)}
         return RankedImage(rank, path, hit.score, hit.inliers, hit.image_id, source or "",
-                           rel, row.person_id, row.camera_id, box, attrs)
+                           rel, row.person_id, row.camera_id, box, attrs, matched)
 
     @cached_property
     def attribute_names(self) -> tuple[str, ...] | None:
@@ -199,7 +215,14 @@ class OpenGallery:
         return tuple(spec["names"]) if spec else None
 
     def attribute_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, probabilities (N, A)) of every indexed image with stored attributes."""
+        """(ids, probabilities (N, A)) of every indexed image with stored attributes; read once
+        per opened gallery (a warm gallery is opened again when its files change)."""
+        table = self.__dict__.get("_attribute_table")
+        if table is None:
+            table = self.__dict__["_attribute_table"] = self._read_attribute_table()
+        return table
+
+    def _read_attribute_table(self) -> tuple[np.ndarray, np.ndarray]:
         ids, probs = [], []
         for image_id in self.rows:
             try:
@@ -454,24 +477,38 @@ class Engine:
 
     def query_attributes(self, attributes: str, gallery: str, top_k: int = 10) -> QueryResult:
         """Rank `gallery` by stored attribute probabilities alone (`query --attr a,b,c`)."""
-        opened = self.open_gallery(gallery)
+        return self.search_attributes(self.open_gallery(gallery), attributes, top_k)
+
+    def search_attributes(self, opened: OpenGallery, attributes: str, top_k: int = 10) -> QueryResult:
+        """Rank an open gallery by attributes alone; each result says how probable each is."""
+        if top_k < 1:
+            raise TansakuError("--top-k must be at least 1")
         terms = self._attribute_terms(opened, attributes)
         start = time.perf_counter()
         ids, probs = opened.attribute_table()
         hits = [Hit(i, s) for i, s in rank_by_attributes(ids, probs, terms, top_k)]
-        return QueryResult(f"attributes: {attributes}", gallery, opened.ranked(hits),
+        return QueryResult(f"attributes: {attributes}", opened.gallery.name, opened.ranked(hits, terms),
                            {"attributes": time.perf_counter() - start})
+
+    def attribute_vocabulary(self, gallery: str) -> dict[str, Any]:
+        """What an attribute query on `gallery` may name: its attributes, their complements, and
+        plain words for either (word -> attribute name); refused where it has no attributes."""
+        from indexer.models.attributes.peta import COMPLEMENTS, WORDS
+
+        row = self.get_gallery(gallery)
+        names = _attribute_names(row)
+        complements = {c: n for c, n in COMPLEMENTS.items() if n in names}
+        known = {*names, *complements}
+        return {"gallery": row.name, "attributes": list(names), "complements": complements,
+                "words": {w: n for w, n in WORDS.items() if n in known}}
 
     @staticmethod
     def _attribute_terms(opened: OpenGallery, attributes: str) -> list[tuple[int, bool]]:
-        from indexer.models.attributes.peta import COMPLEMENTS
+        from indexer.models.attributes.peta import COMPLEMENTS, WORDS
 
-        names = opened.attribute_names
-        if names is None:
-            raise TansakuError(f"gallery {opened.gallery.name!r} has no attribute model; index it with "
-                               "--attributes MODEL")
+        names = _attribute_names(opened.gallery)
         try:
-            return parse_attributes(attributes, names, COMPLEMENTS)
+            return parse_attributes(attributes, names, COMPLEMENTS, WORDS)
         except ValueError as exc:
             raise TansakuError(str(exc)) from exc
 
@@ -505,13 +542,17 @@ class Engine:
     def search_pixels(
         self, opened: OpenGallery, pixels: np.ndarray, label: str, top_k: int = 10,
         shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
+        attributes: str | None = None,
     ) -> QueryResult:
-        """Rank an open gallery for an image already decoded (RGB uint8); `label` names it."""
+        """Rank an open gallery for an image already decoded (RGB uint8); `label` names it;
+        `attributes` re-score the shortlist as `query IMAGE --attr` does."""
+        if attributes:
+            self._attribute_terms(opened, attributes)  # refused before the image is described
         start = time.perf_counter()
         description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
         return self.search_description(opened, description, label, top_k, shortlist, rerank, conf,
-                                       extraction=extraction)
+                                       attributes=attributes, extraction=extraction)
 
     def search_description(
         self, opened: OpenGallery, description: Description, label: str, top_k: int = 10,
@@ -538,7 +579,7 @@ class Engine:
             final = rescore(np.array([h.score for h in hits]), probs, terms)
             hits = [Hit(hits[i].image_id, float(final[i]), hits[i].inliers)
                     for i in np.argsort(-final, kind="stable")][:top_k]
-        return QueryResult(label, opened.gallery.name, opened.ranked(hits), times, description)
+        return QueryResult(label, opened.gallery.name, opened.ranked(hits, terms), times, description)
 
     def match(
         self, opened: OpenGallery, query: Description, image_id: int, conf: RerankConf | None = None
@@ -731,6 +772,18 @@ def profile_config(
     config = resolve_profile(profile)
     config["global"]["conf"]["method"] = method
     return config
+
+
+def _attribute_names(gallery: Gallery) -> tuple[str, ...]:
+    """The names of the attribute probabilities a gallery keeps; refused, saying why, where none."""
+    if gallery.profile != "person":
+        raise TansakuError(f"search by attributes applies to person galleries; gallery "
+                           f"{gallery.name!r} has profile {gallery.profile!r}")
+    spec = (gallery.config or {}).get("attributes")
+    if not spec:
+        raise TansakuError(f"gallery {gallery.name!r} has no attribute model; index it with "
+                           "--attributes MODEL")
+    return tuple(spec["names"])
 
 
 def _model_file(path: str | Path) -> Path:

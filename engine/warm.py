@@ -143,8 +143,9 @@ class WarmGalleries:
                 _stat(pending) if pending else None, tuple(rows), tuple(last_run or ()))
 
     def _open(self, name: str, gallery: Gallery) -> OpenGallery:
-        key = json.dumps({k: gallery.config.get(k) for k in ("global", "local", "joint")},
-                         sort_keys=True)
+        # the attribute model and the detector are part of a describer too
+        key = json.dumps({k: gallery.config.get(k)
+                          for k in ("global", "local", "joint", "attributes", "detect")}, sort_keys=True)
         with self._lock:
             describer = self._describers.get(key)
         opened = self.engine.open_gallery(name, describer=describer)

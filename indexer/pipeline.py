@@ -28,14 +28,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from indexer.config import parse_config  # the gallery configuration schema
 from indexer.describe import Describer, to_arrays
-from indexer.distributed import Described, describe_files
+from indexer.distributed import Described, SceneDescribed, describe_files, describe_scenes
 from indexer.gallery_index import (
     finish_projection_switch,
     rebuild_index,
     refresh_index,
     refresh_whitening,
 )
-from indexer.images import ImageReadError, content_hash, discover_images, read_image
+from indexer.images import ImageReadError, content_hash, discover_images
 from indexer.naming import parse_person_name
 from indexer.projections.gallery import Projector, load_projector
 from indexer.scenes import SceneCropper, add_crops, crop_parents, drop_crops
@@ -222,45 +222,32 @@ class _Checkpointer:
         self.last, self.dirty = time.monotonic(), False
 
 
-def _scene_crops(
-    good: list[tuple[_Task, np.ndarray]], cropper: SceneCropper, session: Session, index: VectorIndex,
+def _scene_rows(
+    batch: list[_Task], found: list[SceneDescribed], session: Session, index: VectorIndex,
     store: Store,
-) -> list[tuple[_Task, np.ndarray]]:
-    """Photos -> their person crops as tasks; the photos' rows are INDEXED with them (see scenes.py)."""
-    out = []
-    for task, image in good:
-        photo = session.get(Image, task.image_id)
-        assert photo is not None
-        drop_crops(session, photo.id, index, store)
-        boxes, scores = cropper.boxes(image)
-        for row, pixels in add_crops(session, photo, image, boxes, scores):
-            out.append((_Task(row.id, task.path, row.path, task.digest, 0), pixels))
-        photo.height, photo.width = image.shape[:2]
-        photo.status, photo.error = ImageStatus.INDEXED, None
-    return out
-
-
-def _read(task: _Task, max_side: int | None) -> np.ndarray | ImageReadError:
-    try:
-        return read_image(task.path, max_side)
-    except ImageReadError as exc:
-        return exc
-
-
-def _describe_scenes(
-    batch: list[_Task], describer: Describer, cropper: SceneCropper, session: Session,
-    index: VectorIndex, store: Store, pool: ThreadPoolExecutor,
 ) -> tuple[list[_Task], list[Described]]:
-    """Scene photos -> (crop tasks, their descriptions); unreadable photos stay in the batch as
-    failures. Detection needs the decoded photo here, in the writer, which creates the crop rows."""
-    images = list(pool.map(_read, batch, [describer.max_side] * len(batch)))
-    failed = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, ImageReadError)]
-    good = [(t, im) for t, im in zip(batch, images, strict=True) if isinstance(im, np.ndarray)]
-    crops = _scene_crops(good, cropper, session, index, store)
-    descriptions = describer.describe_batch([im for _, im in crops]) if crops else []
-    tasks = [t for t, _ in failed] + [t for t, _ in crops]
-    described: list[Described] = [(err, None) for _, err in failed]
-    described += [(im.shape[:2], d) for (_, im), d in zip(crops, descriptions, strict=True)]
+    """Photos and the people found in them -> (crop tasks, their descriptions); unreadable photos
+    stay in the batch as failures. Here, in the writer, each photo's old crops are dropped and its
+    people become crop rows, so their ids come from this process alone (see scenes.py)."""
+    tasks: list[_Task] = []
+    described: list[Described] = []
+    for task, (head, people) in zip(batch, found, strict=True):
+        if people is None:
+            assert isinstance(head, ImageReadError)
+            tasks.append(task)
+            described.append((head, None))
+    for task, (head, people) in zip(batch, found, strict=True):
+        if people is None:
+            continue
+        photo = session.get(Image, task.image_id)
+        assert photo is not None and not isinstance(head, ImageReadError)
+        drop_crops(session, photo.id, index, store)
+        rows = add_crops(session, photo, people.boxes, people.scores)
+        for row, shape, desc in zip(rows, people.shapes, people.descriptions, strict=True):
+            tasks.append(_Task(row.id, task.path, row.path, task.digest, 0))
+            described.append((shape, desc))
+        photo.height, photo.width = head
+        photo.status, photo.error = ImageStatus.INDEXED, None
     return tasks, described
 
 
@@ -426,19 +413,20 @@ def _run_tasks(
         # (tasks stored, their descriptions, files of the folder they came from): a scene photo's
         # tasks are its person crops, while progress counts files
         results: Iterator[tuple[list[Any], list[Described], int]]
-        if cropper is not None:
-            if ray_address is not None:
-                raise ValueError("--ray does not yet describe scene photos (--detect galleries): "
-                                 "detection runs in the writer")
-            results = ((*_describe_scenes(b, describer, cropper, session, index, store, pool), len(b))
+        if cropper is not None and ray_address is None:
+            results = ((*_scene_rows(b, describe_scenes(describer, cropper, [t.path for t in b],
+                                                        pool.map), session, index, store), len(b))
                        for b in batches())
         elif ray_address is None:
             results = ((b, _describe_here(b, describer, pool), len(b)) for b in batches())
         else:
             from indexer.distributed import describe_on_ray
 
-            results = ((b, d, len(b)) for b, d in
-                       describe_on_ray(tasks, describer.config, ray_address, batch_size))
+            on_ray = describe_on_ray(tasks, describer.config, ray_address, batch_size)
+            if cropper is not None:  # people found and described on Ray, their rows made here
+                results = ((*_scene_rows(b, d, session, index, store), len(b)) for b, d in on_ray)
+            else:
+                results = ((b, d, len(b)) for b, d in on_ray)
         for batch, described, files in results:
             _process_batch(batch, described, session, index, store, summary, projector,
                            local_dtype)

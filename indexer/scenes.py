@@ -78,19 +78,17 @@ def drop_crops(session: Session, parent_id: int, index: VectorIndex, store: Stor
 
 
 def add_crops(
-    session: Session, photo: Image, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-) -> list[tuple[Image, np.ndarray]]:
-    """New PENDING crop rows (and Crop records) for a photo's boxes; returns (row, pixels)."""
-    from indexer.models.person_detector.detect import crop
-
-    out = []
+    session: Session, photo: Image, boxes: np.ndarray, scores: np.ndarray,
+) -> list[Image]:
+    """New PENDING crop rows (and Crop records) for a photo's boxes, in the boxes' order."""
+    rows = []
     for k, box in enumerate(boxes):
         row = Image(gallery_id=photo.gallery_id, source_id=photo.source_id, path=f"{photo.path}#{k}",
                     content_hash=photo.content_hash, size_bytes=0, status=ImageStatus.PENDING,
                     width=int(box[2]), height=int(box[3]))
         session.add(row)
-        out.append((row, crop(image, box)))
+        rows.append(row)
     session.flush()
-    for (row, _), box, score in zip(out, boxes, scores, strict=True):
+    for row, box, score in zip(rows, boxes, scores, strict=True):
         session.add(Crop(image_id=row.id, parent_id=photo.id, box=[int(v) for v in box], score=float(score)))
-    return out
+    return rows

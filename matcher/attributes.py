@@ -15,22 +15,50 @@ import numpy as np
 EPS = 1e-4
 
 
-def parse_attributes(spec: str, names: Sequence[str], complements: dict[str, str]) -> list[tuple[int, bool]]:
-    """`"a,b,c"` -> [(column, positive)]; an unknown name raises with the valid ones."""
+def parse_attributes(
+    spec: str, names: Sequence[str], complements: dict[str, str],
+    words: dict[str, str] | None = None,
+) -> list[tuple[int, bool]]:
+    """`"a,b,c"` -> [(column, positive)]; an unknown name raises naming it, with the valid ones.
+
+    A term is an attribute name, a complement's name, or a plain word of `words` (word -> either),
+    in any case and spacing (`"Red  Top"` = `"red top"`).
+    """
+    lookup = {_key(n): n for n in [*names, *complements]}
+    lookup.update({_key(w): n for w, n in (words or {}).items() if n in lookup.values()})
     terms = []
     for raw in (t.strip() for t in spec.split(",")):
         if not raw:
             continue
-        if raw in names:
-            terms.append((list(names).index(raw), True))
-        elif raw in complements and complements[raw] in names:
-            terms.append((list(names).index(complements[raw]), False))
+        name = lookup.get(_key(raw), "")
+        if name in names:
+            terms.append((list(names).index(name), True))
+        elif name in complements and complements[name] in names:
+            terms.append((list(names).index(complements[name]), False))
         else:
-            valid = ", ".join(sorted([*names, *complements]))
-            raise ValueError(f"unknown attribute {raw!r}; valid: {valid}")
+            known = sorted({*names, *(c for c in complements if complements[c] in names)})
+            plain = sorted(w for w, n in (words or {}).items() if n in known)
+            raise ValueError(f"unknown attribute {raw!r}; valid: {', '.join(known)}"
+                             + (f"; or the words: {', '.join(plain)}" if plain else ""))
     if not terms:
         raise ValueError("no attribute given (e.g. --attr personalFemale,carryingBackpack)")
     return terms
+
+
+def _key(term: str) -> str:
+    return " ".join(term.lower().split())
+
+
+def term_names(terms: list[tuple[int, bool]], names: Sequence[str], complements: dict[str, str]) -> list[str]:
+    """The attribute name each term asks for (`personalFemale` for the complement of `personalMale`)."""
+    negated = {v: k for k, v in complements.items()}
+    return [names[c] if positive else negated.get(names[c], f"not {names[c]}") for c, positive in terms]
+
+
+def term_probabilities(probabilities: np.ndarray, terms: list[tuple[int, bool]]) -> np.ndarray:
+    """(..., T) probability of each term being true (p, or 1 - p for a complement): why it matched."""
+    p = np.asarray(probabilities, dtype=np.float64)[..., [c for c, _ in terms]]
+    return np.where([pos for _, pos in terms], p, 1.0 - p)
 
 
 def attribute_scores(probabilities: np.ndarray, terms: list[tuple[int, bool]]) -> np.ndarray:

@@ -73,3 +73,47 @@ def database_url(folder: Path) -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+# ---- people with attributes: synthetic pedestrians and a small attribute model fitted on them
+TOPS = {"red": (200, 30, 30), "blue": (40, 60, 190)}
+BOTTOMS = {"black": (20, 20, 20), "grey": (150, 150, 150)}
+
+
+def pedestrian(top: str, bottom: str, seed: int) -> np.ndarray:
+    """A 128x48 'person': skin-coloured head, a `top` shirt over `bottom` trousers, noise."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((128, 48, 3), np.float32)
+    image[:20], image[20:70], image[70:] = (220, 180, 150), TOPS[top], BOTTOMS[bottom]
+    image += rng.normal(0, 10, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_attribute_model(path: Path, seed: int = 0) -> Path:
+    """A plain attribute head over PETA's attribute list (EfficientNet-Lite0 trunk and head
+    convolution from ImageNet) whose `upperBodyRed` and `lowerBodyBlack` outputs are logistic
+    regressions fitted on synthetic pedestrians; every other output is 0.5."""
+    torch = pytest.importorskip("torch")
+    from sklearn.linear_model import LogisticRegression
+
+    from indexer.models.attributes.backbone import crop_tensor, pretrained_parts
+    from indexer.models.attributes.model import AttributeModel, build_head
+    from indexer.models.attributes.peta import ATTRIBUTES
+
+    combos = [(t, b) for t in TOPS for b in BOTTOMS] * 4
+    crops = [pedestrian(t, b, seed + 100 + k) for k, (t, b) in enumerate(combos)]
+    head = build_head("plain", len(ATTRIBUTES)).eval()
+    with torch.no_grad():
+        head.fc.weight.zero_()
+        head.fc.bias.zero_()
+        pooled = torch.nn.functional.adaptive_avg_pool2d(
+            head.head_conv(pretrained_parts()[0](crop_tensor(crops))), (head.stripes, 1)).flatten(1)
+        x = head.norm(pooled).numpy()  # eval mode, fresh statistics: the identity
+        for name, truth in (("upperBodyRed", [t == "red" for t, _ in combos]),
+                            ("lowerBodyBlack", [b == "black" for _, b in combos])):
+            fit = LogisticRegression(C=0.1, max_iter=2000).fit(x, truth)
+            col = ATTRIBUTES.index(name)
+            head.fc.weight[col] = torch.from_numpy(fit.coef_[0]).float()
+            head.fc.bias[col] = float(fit.intercept_[0])
+    AttributeModel("plain", ATTRIBUTES, head).save(path)
+    return path

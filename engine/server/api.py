@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -19,6 +19,7 @@ from engine.server.app import ServerState
 from engine.uploads import decode_upload
 from engine.visual import THUMB_SIDE, encode, match_view, thumbnail
 from indexer.images import ImageReadError, read_image
+from indexer.models.person_detector.detect import crop
 
 router = APIRouter(prefix="/api")
 _THUMBS = 1024  # thumbnails kept in memory
@@ -64,6 +65,9 @@ def query_gallery(
     shortlist: Annotated[int, Form(ge=1, le=10000)] = 100,
     rerank: Annotated[bool, Form()] = True,
     mode: Annotated[str | None, Form(description="Re-ranking mode: ours or delf.")] = None,
+    attributes: Annotated[str | None, Form(
+        description="Person galleries with attributes: re-score the shortlist by these "
+        "(comma-separated names or words, as `tansaku query IMAGE --attr`).")] = None,
 ) -> dict[str, Any]:
     s = state(request)
     data = file.file.read(s.config.max_bytes + 1)
@@ -71,26 +75,49 @@ def query_gallery(
     conf = rerank_conf(mode or None)
     opened = s.engine.warm.get(name)
     result = s.engine.search_pixels(opened, pixels, file.filename or "upload", top_k, shortlist,
-                                    rerank, conf)
+                                    rerank, conf, attributes or None)
     assert result.description is not None
     query_id = s.queries.add(name, pixels, result.description, conf)
     return _with_urls(result, query_id)
 
 
-def _with_urls(result: QueryResult, query_id: str) -> dict[str, Any]:
+@router.get("/galleries/{name}/attributes",
+            summary="What a person gallery can be searched by: attribute names, complements, words")
+def attribute_vocabulary(request: Request, name: str) -> dict[str, Any]:
+    return state(request).engine.attribute_vocabulary(name)
+
+
+@router.get("/galleries/{name}/attributes/query",
+            summary="Rank a person gallery by attributes (the `tansaku query --attr ... --json` object)")
+def query_attributes(
+    request: Request,
+    name: str,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description=(
+        "Comma-separated attribute names or words, e.g. `female, backpack, red top`."))],
+    top_k: Annotated[int, Query(ge=1, le=1000)] = 10,
+) -> dict[str, Any]:
+    s = state(request)
+    return _with_urls(s.engine.search_attributes(s.engine.warm.get(name), q, top_k))
+
+
+def _with_urls(result: QueryResult, query_id: str | None = None) -> dict[str, Any]:
+    """The result's JSON with thumbnail and original URLs (and the match views of an image query)."""
     out = result.to_json()
-    out["query_id"] = query_id
-    out["query_url"] = f"/api/queries/{query_id}/image"
+    if query_id is not None:
+        out["query_id"] = query_id
+        out["query_url"] = f"/api/queries/{query_id}/image"
     base = f"/api/galleries/{_g(result.gallery)}/images"
     for item in out["results"]:
         image_id = item["image_id"]
         item["thumbnail_url"] = f"{base}/{image_id}/thumbnail"
         item["image_url"] = f"{base}/{image_id}/original"
-        item["match_url"] = f"/api/queries/{query_id}/matches/{image_id}.png"
+        if query_id is not None:
+            item["match_url"] = f"/api/queries/{query_id}/matches/{image_id}.png"
     return out
 
 
-@router.get("/galleries/{name}/images/{image_id}/thumbnail", summary="A gallery image's thumbnail (JPEG)",
+@router.get("/galleries/{name}/images/{image_id}/thumbnail",
+            summary="A gallery image's thumbnail (JPEG; a person detected in a photo: the box's pixels)",
             response_class=Response)
 def image_thumbnail(request: Request, name: str, image_id: int) -> Response:
     s = state(request)
@@ -100,7 +127,8 @@ def image_thumbnail(request: Request, name: str, image_id: int) -> Response:
     with s.thumb_lock:
         data = s.thumbnails.get(key)
     if data is None:
-        data = encode(thumbnail(_read(path, THUMB_SIDE)), "jpg")
+        box = opened.crops.get(image_id, ("", None))[1]
+        data = encode(thumbnail(crop(_read(path, None), box) if box else _read(path, THUMB_SIDE)), "jpg")
         with s.thumb_lock:
             s.thumbnails[key] = data
             while len(s.thumbnails) > _THUMBS:

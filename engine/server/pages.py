@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from engine.catalog import gallery_overview, gallery_overviews
-from engine.errors import NotFoundError
+from engine.errors import NotFoundError, TansakuError
 from engine.server.app import HERE, ServerState
 from matcher.rerank import RERANK_MODES
 
@@ -29,10 +29,15 @@ def index_page(request: Request) -> HTMLResponse:
 
 @router.get("/galleries/{name}", response_class=HTMLResponse)
 def gallery_page(request: Request, name: str) -> HTMLResponse:
+    engine = _state(request).engine
     try:
-        overview = gallery_overview(_state(request).engine, name)
+        overview = gallery_overview(engine, name)
     except NotFoundError as exc:
         return templates.TemplateResponse(request, "error.html", {"message": str(exc)},
                                           status_code=404)
+    try:  # person galleries with attribute probabilities can also be searched in words
+        vocabulary = engine.attribute_vocabulary(name)
+    except TansakuError:
+        vocabulary = None
     return templates.TemplateResponse(request, "gallery.html", {
-        "g": overview, "modes": list(RERANK_MODES)})
+        "g": overview, "modes": list(RERANK_MODES), "vocabulary": vocabulary})

@@ -246,3 +246,30 @@ def test_two_folders_with_the_same_names_in_one_gallery(tmp_path: Path) -> None:
     assert sum(p.startswith(str((tmp_path / "day1").resolve())) for p in paths) == 3
     proc = tansaku(home, "galleries")
     assert "5 indexed" in proc.stdout and "day1" in proc.stdout and "day2" in proc.stdout
+
+
+@pytest.mark.slow
+def test_query_by_attribute_words(tmp_path: Path) -> None:
+    import re
+
+    from tests.conftest import pedestrian, write_attribute_model
+
+    model = write_attribute_model(tmp_path / "attr.pt")
+    crops = tmp_path / "crops"
+    for k, top in enumerate(("red", "blue", "red", "blue")):
+        write_rgb(crops / f"{k + 1:04d}_c1s1_{k:06d}_00.jpg", pedestrian(top, "grey", seed=k))
+    home = tmp_path / "home"
+    indexed = tansaku(home, "index", str(crops), "--gallery", "people", "--profile", "person",
+                      "--method", "lomo", "--attributes", str(model))
+    assert indexed.returncode == 0, indexed.stderr
+    proc = tansaku(home, "query", "--attr", "Red Top, female", "--gallery", "people", "--top-k", "2",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert {r["person_id"] for r in results} == {1, 3}
+    assert list(results[0]["matched_attributes"]) == ["upperBodyRed", "personalFemale"]
+    text = tansaku(home, "query", "--attr", "red top", "--gallery", "people", "--top-k", "1").stdout
+    why = re.search(r"\(upperBodyRed (0\.\d\d)\)", text)
+    assert why and float(why.group(1)) > 0.5, text
+    assert_user_error(tansaku(home, "query", "--attr", "purple hat", "--gallery", "people"),
+                      "'purple hat'", "red top")

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from matcher.attributes import parse_attributes, predicted_names, rank_by_attributes, rescore
+from matcher.attributes import (
+    attribute_scores,
+    parse_attributes,
+    predicted_names,
+    rank_by_attributes,
+    rescore,
+    term_names,
+    term_probabilities,
+)
 
 NAMES = ("personalMale", "carryingBackpack", "upperBodyRed")
 COMPLEMENTS = {"personalFemale": "personalMale"}
@@ -33,3 +41,22 @@ def test_rescore_can_overturn_a_close_image_ranking() -> None:
     final = rescore(np.array([0.51, 0.50]), probs, terms)
     assert final[1] > final[0]
     assert predicted_names(np.array([0.2, 0.7, 0.9]), NAMES) == ["upperBodyRed", "carryingBackpack"]
+
+
+def test_plain_words_any_case_and_spacing() -> None:
+    words = {"female": "personalFemale", "backpack": "carryingBackpack", "red top": "upperBodyRed",
+             "hat": "accessoryHat"}  # a word for an attribute the model lacks is not offered
+    terms = parse_attributes("Female,  backpack , RED   top, upperbodyred", NAMES, COMPLEMENTS, words)
+    assert terms == [(0, False), (1, True), (2, True), (2, True)]
+    with pytest.raises(ValueError, match="unknown attribute 'hat'.*or the words: backpack, female, red top$"):
+        parse_attributes("female, hat", NAMES, COMPLEMENTS, words)
+
+
+def test_why_it_matched() -> None:
+    terms = parse_attributes("personalFemale,upperBodyRed", NAMES, COMPLEMENTS)
+    assert term_names(terms, NAMES, COMPLEMENTS) == ["personalFemale", "upperBodyRed"]
+    p = term_probabilities(np.array([[0.9, 0.5, 0.2], [0.25, 0.5, 0.75]]), terms)
+    np.testing.assert_allclose(p, [[0.1, 0.2], [0.75, 0.75]])
+    # the attribute score is the mean log of exactly these probabilities
+    probs = np.array([[0.9, 0.5, 0.2], [0.25, 0.5, 0.75]])
+    np.testing.assert_allclose(attribute_scores(probs, terms), np.log(p).mean(axis=1))

@@ -78,15 +78,52 @@ const tansaku = (() => {
   function galleryPage() {
     const form = $("#query-form"), drop = $("#drop"), input = $("#file");
     const gallery = form.dataset.gallery;
-    let lastFile = null;
-    const run = (file) => { if (file) { lastFile = file; query(gallery, form, file); } };
+    let rerun = null;  // the last query (image or attributes), run again when a setting changes
+    const run = (file) => { if (file) { rerun = () => query(gallery, form, file); rerun(); } };
     input.addEventListener("change", () => run(input.files[0]));
     ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
     ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
     drop.addEventListener("drop", (e) => run(e.dataTransfer.files[0]));
-    form.addEventListener("change", (e) => { if (e.target !== input && lastFile) query(gallery, form, lastFile); });
+    form.addEventListener("change", (e) => { if (e.target !== input && rerun) rerun(); });
     $("#match").addEventListener("click", (e) => { if (e.target.id === "match") e.target.close(); });
+    const attrForm = $("#attr-form");
+    if (attrForm) attributeSearch(gallery, form, attrForm, (search) => { rerun = search; });
   }
+  // search by attribute words: the datalist offers the known words after what is typed so far
+  function attributeSearch(gallery, form, attrForm, remember) {
+    const input = attrForm.elements.q, list = $("#attr-words");
+    const words = [...list.options].map((o) => o.value);
+    input.addEventListener("input", () => {
+      const typed = input.value.match(/^(.*,\s*)/);
+      const prefix = typed ? typed[1] : "";
+      list.replaceChildren(...words.map((w) => el("option", { value: prefix + w })));
+    });
+    attrForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const words = input.value;
+      remember(() => search(words));
+      search(words);
+    });
+    async function search(words) {
+      const params = new URLSearchParams({ q: words, top_k: form.elements.top_k.value });
+      $("#query-preview").hidden = true;
+      showError($("#query-error"), null);
+      $("#query-status").textContent = "searching…";
+      const started = performance.now();
+      try {
+        const result = await api(`/api/galleries/${encodeURIComponent(gallery)}/attributes/query?${params}`);
+        const ms = Math.round(performance.now() - started);
+        $("#query-status").textContent = `${result.results.length} people in ${ms} ms for: ${words}`;
+        renderResults(result);
+      } catch (e) {
+        $("#query-status").textContent = "";
+        $("#results").replaceChildren();
+        showError($("#query-error"), e);
+      }
+    }
+  }
+  // why a person matched an attribute query: each asked-for attribute's probability
+  const why = (r) => Object.entries(r.matched_attributes || {}).map(([name, p]) => `${name} ${Math.round(100 * p)}%`);
   async function query(gallery, form, file) {
     const data = new FormData();
     data.append("file", file);
@@ -119,6 +156,7 @@ const tansaku = (() => {
         el("span", { class: "rank", text: `#${r.rank}` }),
         el("span", { class: "name", text: r.relative_path || r.path, title: r.path }),
         el("span", { class: "facts", text: facts.join(" · ") }));
+      if (r.matched_attributes) card.append(el("span", { class: "why", text: why(r).join(" · ") }));
       card.addEventListener("click", () => openMatch(r));
       return card;
     });
@@ -128,7 +166,20 @@ const tansaku = (() => {
     const dialog = $("#match");
     $("#match-title").replaceChildren(el("strong", { text: `#${r.rank} ${r.relative_path || r.path}` }),
       ` · score ${r.score.toFixed(3)} · `, el("a", { href: r.image_url, target: "_blank", text: "original" }));
-    $("#match-img").src = r.match_url;
+    const img = $("#match-img"), box = $("#match-box");
+    box.hidden = true;
+    // an attribute query has no query image: the photo itself, the person's box drawn over it
+    img.onload = () => {
+      if (r.match_url || !r.box) return;
+      const [x, y, w, h] = r.box, sx = img.clientWidth / img.naturalWidth, sy = img.clientHeight / img.naturalHeight;
+      Object.assign(box.style, { left: `${img.offsetLeft + x * sx}px`, top: `${img.offsetTop + y * sy}px`,
+        width: `${w * sx}px`, height: `${h * sy}px` });
+      box.hidden = false;
+    };
+    $("#match-note").textContent = r.match_url
+      ? "Lines join the local features that geometric verification kept (inliers)."
+      : `Why it matched: ${why(r).join(", ")}.`;
+    img.src = r.match_url || r.image_url;
     dialog.showModal();
   }
   return { indexPage, galleryPage };

@@ -36,6 +36,26 @@ ATTRIBUTES: tuple[str, ...] = PETA35 + tuple(
 ALIASES = {"footwearSneakers": "footwearSneaker"}
 # Attributes a query may name that are the complement of a predicted one.
 COMPLEMENTS = {"personalFemale": "personalMale"}
+# Plain words a query may use for an attribute (or a complement); PETA's ages are 16-30, 31-45,
+# 46-60 and over 60 (personalLess15 is not predicted).
+WORDS: dict[str, str] = {
+    "female": "personalFemale", "woman": "personalFemale", "male": "personalMale", "man": "personalMale",
+    "age 16-30": "personalLess30", "age 31-45": "personalLess45", "age 46-60": "personalLess60",
+    "age over 60": "personalLarger60",
+    "hat": "accessoryHat", "muffler": "accessoryMuffler", "scarf": "accessoryMuffler",
+    "no accessory": "accessoryNothing", "sunglasses": "accessorySunglasses", "long hair": "hairLong",
+    "casual top": "upperBodyCasual", "formal top": "upperBodyFormal", "jacket": "upperBodyJacket",
+    "logo": "upperBodyLogo", "plaid": "upperBodyPlaid", "short sleeves": "upperBodyShortSleeve",
+    "stripes": "upperBodyThinStripes", "t-shirt": "upperBodyTshirt", "v-neck": "upperBodyVNeck",
+    "casual bottoms": "lowerBodyCasual", "formal bottoms": "lowerBodyFormal", "jeans": "lowerBodyJeans",
+    "shorts": "lowerBodyShorts", "skirt": "lowerBodyShortSkirt", "trousers": "lowerBodyTrousers",
+    "leather shoes": "footwearLeatherShoes", "sandals": "footwearSandals", "shoes": "footwearShoes",
+    "sneakers": "footwearSneaker",
+    "backpack": "carryingBackpack", "messenger bag": "carryingMessengerBag",
+    "plastic bag": "carryingPlasticBags", "other bag": "carryingOther", "no bag": "carryingNothing",
+    **{f"{c.lower()} top": f"upperBody{c}" for c in COLOURS},
+    **{f"{c.lower()} bottoms": f"lowerBody{c}" for c in COLOURS},
+}
 
 
 @dataclass

@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import sample_image, warp, write_rgb
+from tests.conftest import BOTTOMS, TOPS, pedestrian, sample_image, warp, write_attribute_model, write_rgb
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from engine.core import Engine  # noqa: E402
+from engine.core import Engine, profile_config  # noqa: E402
 from engine.server import ServerConfig, create_app  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 
@@ -55,6 +55,55 @@ def engine(world: dict[str, Path]) -> Engine:
     engine = Engine(Settings.from_env(home=world["home"], db=f"sqlite:///{world['home']}/t.db"))
     engine.index_folder(world["photos"], "photos")
     return engine
+
+
+PEOPLE = [(t, b) for t in TOPS for b in BOTTOMS] * 2  # person k+1 wears PEOPLE[k]
+
+
+class FakeCropper:
+    """The two people of a scene photo, where `scene_photo` put them."""
+
+    def __init__(self, conf: dict) -> None:
+        self.conf = conf
+
+    def boxes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([[10, 20, 48, 128], [90, 20, 48, 128]]), np.array([0.9, 0.8])
+
+
+def scene_photo(left: tuple[str, str], right: tuple[str, str], seed: int) -> np.ndarray:
+    """A 170x150 'street' with two pedestrians standing in it."""
+    photo = np.full((170, 150, 3), 90, np.uint8)
+    photo[20:148, 10:58] = pedestrian(*left, seed)
+    photo[20:148, 90:138] = pedestrian(*right, seed + 1)
+    return photo
+
+
+@pytest.fixture(scope="package")
+def people(engine: Engine, world: dict[str, Path]) -> dict[str, object]:
+    """Person galleries on the same engine: `pedestrians` (crops, attribute probabilities kept),
+    `pedestrians-plain` (no attribute model) and `streets` (photos of two people each, found by a
+    stand-in detector, attribute probabilities kept)."""
+    from indexer import pipeline
+
+    model = write_attribute_model(world["root"] / "attributes.pt")
+    crops = world["allowed"] / "pedestrians"
+    for k, (top, bottom) in enumerate(PEOPLE):
+        write_rgb(crops / f"{k + 1:04d}_c1s1_{k:06d}_00.jpg", pedestrian(top, bottom, seed=k))
+    config = profile_config("person", "lomo", attributes=model)
+    engine.index_folder(crops, "pedestrians", profile="person", config=config)
+    plain = world["allowed"] / "pedestrians-plain"
+    for k in range(2):
+        write_rgb(plain / f"{k + 1:04d}_c1s1_{k:06d}_00.jpg", pedestrian("red", "grey", seed=50 + k))
+    engine.index_folder(plain, "pedestrians-plain", profile="person", config=profile_config("person", "lomo"))
+    scenes = world["allowed"] / "streets"
+    pairs = [(("red", "black"), ("blue", "grey")), (("blue", "black"), ("red", "grey"))]
+    for k, (left, right) in enumerate(pairs):
+        write_rgb(scenes / f"street{k}.png", scene_photo(left, right, seed=70 + 2 * k))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "SceneCropper", FakeCropper)
+        engine.index_folder(scenes, "streets", profile="person",
+                            config=profile_config("person", "lomo", detect="hog", attributes=model))
+    return {"model": model, "crops": crops, "scenes": scenes, "pairs": pairs}
 
 
 @pytest.fixture(scope="package")

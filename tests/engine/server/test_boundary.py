@@ -145,6 +145,7 @@ def test_original_linking_outside_is_not_served(tmp_path: Path) -> None:
     opened = OpenGallery.__new__(OpenGallery)  # only what image_file reads
     opened.gallery = type("G", (), {"name": "g"})()  # type: ignore[assignment]
     opened.sources = {7: str(folder)}
+    opened.crops = {}  # no person found in a photo here
     opened.rows = {1: Row("inside.jpg"), 2: Row("link.jpg"), 3: Row("../secret.jpg")}  # type: ignore[dict-item]
     assert served_file(opened, 1) == (folder / "inside.jpg").resolve()
     for image_id in (2, 3):

@@ -62,3 +62,19 @@ def test_query_in_the_browser(page, live_server: str, world: dict[str, Path], tm
     for shot, name in ((results_shot, "serve-screenshot.png"), (match_shot, "serve-screenshot-match.png")):
         with contextlib.suppress(OSError):  # a copy for people; the test does not depend on it
             shutil.copy(shot, Path("/tmp") / name)
+
+
+def test_attribute_search_in_the_browser(page, live_server: str, people: dict) -> None:
+    """Words typed on a person gallery's page give the ranked people, each with its why; a click
+    shows the photo with the person's box drawn."""
+    page.goto(f"{live_server}/galleries/streets")
+    page.fill("#attr-q", "red top")
+    page.click("#attr-form button[type=submit]")
+    page.wait_for_selector(".card .why", timeout=60_000)
+    first = page.locator(".card").nth(0)
+    assert "upperBodyRed" in first.locator(".why").inner_text()
+    assert first.locator(".name").inner_text().startswith("street")
+    first.click()
+    page.wait_for_selector("#match[open]")
+    page.wait_for_selector("#match-box", state="visible", timeout=60_000)
+    assert "Why it matched: upperBodyRed" in page.inner_text("#match-note")
