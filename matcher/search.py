@@ -35,6 +35,17 @@ class SearchResult:
     times: dict[str, float] = field(default_factory=dict)
 
 
+def load_local_features(store: Store, image_ids: list[int], workers: int = 2) -> list[LocalFeatures]:
+    """Stored local features of a shortlist, decoded to float32 in `workers` threads (decoding, a
+    numpy gather per image, frees the GIL; reading is one pread each, in file order)."""
+    arrays = store.get_many(image_ids)
+    workers = max(1, min(workers, len(arrays) // 8))
+    if workers == 1:
+        return [local_from_arrays(a) for a in arrays]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(local_from_arrays, arrays))
+
+
 class Searcher:
     """Searches one gallery: its FAISS index and its feature store."""
 
@@ -80,14 +91,7 @@ class Searcher:
         return SearchResult(hits[:top_k], times.seconds)
 
     def _load(self, image_ids: list[int]) -> list[LocalFeatures]:
-        """Stored local features of a shortlist, decoded to float32 in `conf.workers` threads (the
-        decoding, a numpy gather per candidate, frees the GIL; reading is one pread each)."""
-        arrays = self.store.get_many(image_ids)
-        workers = max(1, min(self.conf.workers, len(arrays) // 8))
-        if workers == 1:
-            return [local_from_arrays(a) for a in arrays]
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(local_from_arrays, arrays))
+        return load_local_features(self.store, image_ids, self.conf.workers)
 
     def _kreciprocal(self, vec: np.ndarray, hits: list[Hit], shortlist: int) -> list[Hit]:
         """The shortlist in k-reciprocal order (scores: minus the re-ranked distance), then the rest."""

@@ -1,12 +1,14 @@
 """Local-feature stores compared: the packed segments (`PackedFeatureStore`), LMDB, and one `.npz`
 file per image (`FeatureStore`, before packing): write rate, bytes on disk, and the time to load one
-re-ranking shortlist (100 random images) and decode it into `LocalFeatures`.
+re-ranking shortlist (100 random images) and decode it into `LocalFeatures`, as re-ranking does
+(`matcher.search.load_local_features`, two decoding threads).
 
-    OMP_NUM_THREADS=1 python scripts/bench_feature_store.py --images 5000 --keypoints 460 --json
+    OMP_NUM_THREADS=1 python scripts/bench_feature_store.py --images 5000 --json
 
 Records are synthetic but shaped as the default gallery stores them: a 1280-d float32 global
-vector, K float32 keypoints, K uint8 RootSIFT codes, K float16 scores. The page cache is warm for
-every store alike (what a serving process sees); `--drop` re-opens each store before each read.
+vector, K float32 keypoints, K RootSIFT codes (`--codes uint4`, 4-bit, two to a byte: the
+default; or `uint8`), K float16 scores; `--keypoints` 860 by default, the default's most. The
+page cache is warm for every store alike (what a serving process sees).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.describe import local_from_arrays
+from indexer.describe import Description, to_arrays
+from indexer.features import LocalFeatures
+from matcher.search import load_local_features
 from storage.feature_store import FeatureStore, PackedFeatureStore, decode_arrays, encode_arrays
 
 
@@ -47,22 +51,24 @@ class LmdbStore:
         return int(self.env.info()["last_pgno"] * self.env.stat()["psize"])
 
 
-def record(rng: np.random.Generator, k: int) -> dict[str, np.ndarray]:
-    return {"global": rng.normal(size=1280).astype(np.float32),
-            "keypoints": (rng.random((k, 2)) * 1000).astype(np.float32),
-            "descriptors": rng.integers(0, 160, size=(k, 128)).astype(np.uint8),
-            "scores": rng.random(k).astype(np.float16)}
+def record(rng: np.random.Generator, k: int, codes: str) -> dict[str, np.ndarray]:
+    descriptors = np.sqrt(rng.dirichlet(np.full(128, 0.3), size=k)).astype(np.float32)  # RootSIFT-like
+    local = LocalFeatures((rng.random((k, 2)) * 1000).astype(np.float32), descriptors,
+                          rng.random(k).astype(np.float32))
+    return to_arrays(Description(rng.normal(size=1280).astype(np.float32), local), codes)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--keypoints", type=int, default=460)
+    parser.add_argument("--keypoints", type=int, default=860)
+    parser.add_argument("--codes", choices=["uint4", "uint8"], default="uint4")
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads")
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    records = [record(rng, args.keypoints) for _ in range(200)]  # reused: content does not matter
+    records = [record(rng, args.keypoints, args.codes) for _ in range(200)]  # reused: content does not matter
     ids = list(range(args.images))
     shortlists = [rng.choice(args.images, 100, replace=False).tolist() for _ in range(args.trials)]
     results = {}
@@ -78,24 +84,24 @@ def main() -> None:
                         packed.flush()
                 packed.flush()
                 store = PackedFeatureStore(root)
-                get_many, nbytes = store.get_many, store.nbytes
+                reader, nbytes = store, store.nbytes
             elif name == "lmdb":
                 lm = LmdbStore(root)
                 for s in range(0, len(ids), 500):
                     lm.put_many([(i, records[i % len(records)]) for i in ids[s: s + 500]])
-                get_many, nbytes = lm.get_many, lm.nbytes
+                reader, nbytes = lm, lm.nbytes
             else:
                 npz = FeatureStore(root, cache_size=0)
                 for i in ids:
                     npz.put(i, records[i % len(records)])
-                get_many, nbytes = npz.get_many, npz.nbytes
+                reader, nbytes = npz, npz.nbytes
             write_s = time.perf_counter() - start
             load_ms = []
             for shortlist in shortlists:
                 t0 = time.perf_counter()
-                [local_from_arrays(a) for a in get_many(shortlist)]
+                load_local_features(reader, shortlist, args.workers)  # type: ignore[arg-type]
                 load_ms.append(1000 * (time.perf_counter() - t0))
-            results[name] = {"images": args.images, "keypoints": args.keypoints,
+            results[name] = {"images": args.images, "keypoints": args.keypoints, "codes": args.codes,
                              "write_images_per_s": round(args.images / write_s, 1),
                              "bytes_per_image": round(nbytes() / args.images),
                              "load_100_median_ms": round(statistics.median(load_ms), 2),
