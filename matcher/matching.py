@@ -19,10 +19,11 @@ matched to one keypoint of a feature-poor candidate give degenerate homographies
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -183,18 +184,28 @@ class _PreparedQuery:
         return s1 >= S.max(axis=0)[nn1]
 
 
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, found once (None: not installed).
+
+    Finding them walks every loaded library: 18 ms a time, which `threadpool_limits` paid on each
+    call, twice per query and worker (more than the screening pass's own matching)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        logger.debug("threadpoolctl not installed; BLAS keeps its own thread count")
+        return None
+    return ThreadpoolController()
+
+
 def blas_threads(limit: int | None) -> contextlib.AbstractContextManager:
     """Cap BLAS threads inside the block (threadpoolctl, when installed); None leaves them be."""
     # Per-candidate products are small (1000 x 128 x 1000): on the 2-core test machine two OpenBLAS
     # threads took 0.91 s per shortlist of 100 against 0.42 s for one (scripts/bench_matching.py).
-    if limit is None:
+    controller = None if limit is None else _blas_controller()
+    if controller is None:
         return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        logger.debug("threadpoolctl not installed; BLAS keeps its own thread count")
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=limit, user_api="blas")
+    return controller.limit(limits=limit, user_api="blas")
 
 
 def brute_neighbours(

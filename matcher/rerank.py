@@ -25,7 +25,7 @@ import numpy as np
 
 from indexer.features import LocalFeatures
 from indexer.registry import Registry
-from matcher.matching import match_pairs
+from matcher.matching import blas_threads, match_pairs
 from matcher.verification import Verification, matched_points, verify
 
 
@@ -200,18 +200,21 @@ def match_pair(query: LocalFeatures, candidate: LocalFeatures, conf: RerankConf)
 def _match_in_parallel(
     query: LocalFeatures, candidates: Sequence[LocalFeatures], conf: RerankConf
 ) -> list[np.ndarray]:
-    """`match_pairs` over `conf.workers` interleaved slices of the shortlist (numpy frees the GIL)."""
+    """`match_pairs` over `conf.workers` interleaved slices of the shortlist (numpy frees the GIL),
+    BLAS held to one thread in each (capped once around them: the cap is process-wide)."""
     workers = max(1, min(conf.workers, len(candidates)))
 
     def match(part: Sequence[LocalFeatures]) -> list[np.ndarray]:
         return match_pairs(query, part, conf.matcher, conf.ratio, conf.mutual,
+                           workers=-1 if conf.matcher == "brute" else 1,
                            distance_bound=conf.distance_bound)
 
-    if workers == 1:
-        return match(candidates)
-    slices = [list(candidates[k::workers]) for k in range(workers)]
-    with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(match, slices))
+    with blas_threads(1):
+        if workers == 1:
+            return match(candidates)
+        slices = [list(candidates[k::workers]) for k in range(workers)]
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(match, slices))
     out: list[np.ndarray] = [np.zeros((0, 2), np.int64)] * len(candidates)
     for k, part in enumerate(parts):
         out[k::workers] = part
