@@ -620,23 +620,53 @@ class Engine:
             weights /= weights.sum()
         return Description((weights[:, None] * vectors).sum(0).astype(np.float32), None)
 
+    @staticmethod
+    def heat_map_checkpoint(opened: OpenGallery) -> str | None:
+        """The ABN checkpoint whose maps explain this gallery's matches (person galleries described
+        by `abn:CKPT`, alone or fused); None for any other gallery."""
+        from matcher.explain import abn_checkpoint
+
+        if opened.gallery.profile != "person":
+            return None
+        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
+        ckpt = abn_checkpoint(method)
+        return None if ckpt is None else str(ckpt)
+
+    def heat_maps(self, opened: OpenGallery, pixels: np.ndarray, result: np.ndarray
+                  ) -> tuple[np.ndarray, str]:
+        """The heat-map panel of a query and one result's pixels, and the kind of map
+        (`matcher.explain.explain_panel`); a gallery without an ABN network is a user error."""
+        from matcher.explain import explain_panel
+
+        ckpt = self._required_heat_map_checkpoint(opened)
+        try:
+            return explain_panel(ckpt, pixels, result)
+        except (ModelLoadError, OSError) as exc:
+            raise TansakuError(f"cannot explain with {ckpt}: {exc}") from exc
+
+    def _required_heat_map_checkpoint(self, opened: OpenGallery) -> str:
+        ckpt = self.heat_map_checkpoint(opened)
+        if ckpt is None:
+            method = opened.gallery.config.get("global", {}).get("conf", {}).get("method")
+            raise TansakuError(f"--explain needs a person gallery described by abn:CKPT; "
+                               f"gallery {opened.gallery.name!r} uses {method or 'no person method'}")
+        return ckpt
+
     def _explain(self, opened: OpenGallery, pixels: np.ndarray, ranked: list[RankedImage],
                  out_dir: Path) -> list[Path]:
         """Heat-map panels of the query and each result (person galleries with `abn:CKPT`)."""
-        from matcher.explain import abn_checkpoint, explain_results
+        from matcher.explain import write_panel
 
-        method = str(opened.gallery.config.get("global", {}).get("conf", {}).get("method", ""))
-        ckpt = abn_checkpoint(method) if opened.gallery.profile == "person" else None
-        if ckpt is None:
-            raise TansakuError(f"--explain needs a person gallery described by abn:CKPT; "
-                               f"gallery {opened.gallery.name!r} uses {method or 'no person method'}")
-        try:
-            results = [(r.path, read_image(Path(r.path))) for r in ranked]
-            return explain_results(ckpt, pixels, results, out_dir)
-        except ImageReadError as exc:
-            raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
-        except ModelLoadError as exc:
-            raise TansakuError(str(exc)) from exc
+        self._required_heat_map_checkpoint(opened)
+        written = []
+        for rank, r in enumerate(ranked, start=1):
+            try:
+                image = read_image(Path(r.path))
+            except ImageReadError as exc:
+                raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
+            panel, kind = self.heat_maps(opened, pixels, image)
+            written.append(write_panel(out_dir / f"{rank:02d}-{Path(r.path).stem}-{kind}.png", panel))
+        return written
 
 
 def read_query_image(path: Path, max_side: int | None = None) -> np.ndarray:

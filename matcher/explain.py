@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -10,7 +12,8 @@ import numpy as np
 from indexer.extractors.abn import abn_checkpoint
 from storage.atomic import atomic_write_bytes
 
-__all__ = ["abn_checkpoint", "explain_results", "match_panel", "overlay", "write_panel"]
+__all__ = ["abn_checkpoint", "explain_panel", "explain_results", "match_panel", "overlay",
+           "write_panel"]
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -45,19 +48,33 @@ def write_panel(path: str | Path, panel: np.ndarray) -> Path:
     return Path(path)
 
 
-def explain_results(checkpoint: str | Path, query: np.ndarray, results: list[tuple[str, np.ndarray]],
-                    out_dir: str | Path) -> list[Path]:
-    """One panel per result (`NN-<name>.png` in `out_dir`): the query and the result with the
-    ABN network's maps of both (attention, or Grad-CAM of the similarity without one)."""
-    from indexer.models.reid_abn.explain import explain_pair
+@functools.lru_cache(maxsize=4)
+def _abn_model(checkpoint: str, mtime_ns: int) -> Any:
+    """The network of a checkpoint, loaded once per file version (a server explains many pairs)."""
     from indexer.models.reid_abn.model import load_abn
 
-    model, _ = load_abn(checkpoint)
+    return load_abn(checkpoint)[0]
+
+
+def explain_panel(checkpoint: str | Path, query: np.ndarray, result: np.ndarray
+                  ) -> tuple[np.ndarray, str]:
+    """The panel of one query and one result (see `match_panel`) and the kind of map drawn:
+    `attention` (the network's own map) or `gradcam` (of the similarity, without an attention
+    branch)."""
+    from indexer.models.reid_abn.explain import explain_pair
+
+    path = Path(checkpoint)
+    maps, kind = explain_pair(_abn_model(str(path), path.stat().st_mtime_ns), query, result)
+    return match_panel(query, result, maps), kind
+
+
+def explain_results(checkpoint: str | Path, query: np.ndarray, results: list[tuple[str, np.ndarray]],
+                    out_dir: str | Path) -> list[Path]:
+    """One panel per result (`NN-<name>-<kind>.png` in `out_dir`): the query and the result with
+    the ABN network's maps of both (attention, or Grad-CAM of the similarity without one)."""
     out = Path(out_dir)
     written = []
     for rank, (name, image) in enumerate(results, start=1):
-        maps, kind = explain_pair(model, query, image)
-        stem = Path(name).stem
-        written.append(write_panel(out / f"{rank:02d}-{stem}-{kind}.png",
-                                   match_panel(query, image, maps)))
+        panel, kind = explain_panel(checkpoint, query, image)
+        written.append(write_panel(out / f"{rank:02d}-{Path(name).stem}-{kind}.png", panel))
     return written

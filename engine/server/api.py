@@ -78,7 +78,9 @@ def query_gallery(
                                     rerank, conf, attributes or None)
     assert result.description is not None
     query_id = s.queries.add(name, pixels, result.description, conf)
-    return _with_urls(result, query_id)
+    out = _with_urls(result, query_id)
+    out["match_view"] = "heat-maps" if s.engine.heat_map_checkpoint(opened) else "inliers"
+    return out
 
 
 @router.get("/galleries/{name}/attributes",
@@ -153,12 +155,20 @@ def query_image(request: Request, query_id: str) -> Response:
 
 
 @router.get("/queries/{query_id}/matches/{image_id}.png",
-            summary="Match view: the query and one result side by side, inliers joined",
+            summary="Match view: the query and one result side by side, inliers joined (person "
+                    "galleries described by abn:CKPT: the network's heat maps over both)",
             response_class=Response)
 def match_png(request: Request, query_id: str, image_id: int) -> Response:
     s = state(request)
     query = s.queries.get(query_id)
     opened = s.engine.warm.get(query.gallery)
+    if s.engine.heat_map_checkpoint(opened) is not None:
+        if image_id not in opened.rows:
+            raise NotFoundError(f"gallery {opened.gallery.name!r} has no indexed image {image_id}")
+        box = opened.crops.get(image_id, ("", None))[1]
+        result = _read(served_file(opened, image_id), None)
+        panel, kind = s.engine.heat_maps(opened, query.pixels, crop(result, box) if box else result)
+        return Response(encode(panel, "png"), media_type="image/png", headers={"X-Explanation": kind})
     pair = s.engine.match(opened, query.description, image_id, query.conf)
     candidate = _read(served_file(opened, image_id), opened.describer.max_side)  # keypoints' frame
     caption = f"{pair.inliers} inliers of {pair.putative} matches: {opened.paths[image_id]}"

@@ -157,12 +157,12 @@ const tansaku = (() => {
         el("span", { class: "name", text: r.relative_path || r.path, title: r.path }),
         el("span", { class: "facts", text: facts.join(" · ") }));
       if (r.matched_attributes) card.append(el("span", { class: "why", text: why(r).join(" · ") }));
-      card.addEventListener("click", () => openMatch(r));
+      card.addEventListener("click", () => openMatch(r, result.match_view));
       return card;
     });
     $("#results").replaceChildren(...cards);
   }
-  function openMatch(r) {
+  function openMatch(r, view) {
     const dialog = $("#match");
     $("#match-title").replaceChildren(el("strong", { text: `#${r.rank} ${r.relative_path || r.path}` }),
       ` · score ${r.score.toFixed(3)} · `, el("a", { href: r.image_url, target: "_blank", text: "original" }));
@@ -176,9 +176,10 @@ const tansaku = (() => {
         width: `${w * sx}px`, height: `${h * sy}px` });
       box.hidden = false;
     };
-    $("#match-note").textContent = r.match_url
-      ? "Lines join the local features that geometric verification kept (inliers)."
-      : `Why it matched: ${why(r).join(", ")}.`;
+    $("#match-note").textContent = !r.match_url ? `Why it matched: ${why(r).join(", ")}.`
+      : view === "heat-maps"
+        ? "Where the re-ID network looked: the query, its heat map, the result's heat map, the result."
+        : "Lines join the local features that geometric verification kept (inliers).";
     img.src = r.match_url || r.image_url;
     dialog.showModal();
   }
