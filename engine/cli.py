@@ -229,7 +229,7 @@ def eval_reid(
     method: Annotated[str | None, typer.Option(help="A person method: lomo, gog, pcb, pcb:CKPT (a train-pcb "
                                         "or torchreid checkpoint), abn:CKPT (train-reid), cdpcf, layers, "
                                         "svdfc, mpncbp, ... or a fusion like gog+cdpcf; default: the "
-                                        "person profile's (gog+cdpcf+cdpcf-mbv2).")] = None,
+                                        "person profile's (gog+lomo+cdpcf+cdpcf-mbv2).")] = None,
     metric: Annotated[str, typer.Option(help="euclidean, xqda or kxqda.")] = "xqda",
     trials: Annotated[int, typer.Option(help="Random splits (VIPeR, multishot).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,

@@ -28,7 +28,7 @@ from typing import Any
 from indexer.config import WHITENING_DEFAULTS
 from indexer.extractors.base import join_options, split_options
 
-DEFAULT_PERSON_METHOD = "gog+cdpcf+cdpcf-mbv2"
+DEFAULT_PERSON_METHOD = "gog+lomo+cdpcf+cdpcf-mbv2"
 
 PROFILES: dict[str, dict[str, Any]] = {
     "landmark": {

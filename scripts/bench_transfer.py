@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python scripts/bench_transfer.py cache [--methods ...]     # VIPeR features
     OMP_NUM_THREADS=1 python scripts/bench_transfer.py viper [--rows ...] [--trials 10]
+    OMP_NUM_THREADS=1 python scripts/bench_transfer.py select --rows ... [--repeats 3]  # inner validation
     OMP_NUM_THREADS=1 python scripts/bench_transfer.py corel
     OMP_NUM_THREADS=1 python scripts/bench_transfer.py cdpcf-time
 
@@ -10,7 +11,9 @@ reads them from disk; `cache` also records each method's extraction time per ima
 and CPU time of the one thread: on a shared machine the CPU time is the comparable one). VIPeR rows
 follow `tansaku eval reid --format viper` (10 random 316/316 trials, seed 0, cam_a probes cam_b);
 every learned stage (GOG's normaliser, C-DPCF, XQDA) is fitted on the trial's training half only.
-Each row prints one JSON line; `--rerank` adds the k-reciprocal re-ranked twin of every row.
+Each row prints one JSON line with its k-reciprocal re-ranked twin. `select` chooses among rows
+without the test halves: inside each trial's training half, stages and XQDA fitted on half its
+persons, the other half scored. A row `a|b` fuses at the score level, `0.5*a|b` with a weight.
 """
 
 from __future__ import annotations
@@ -141,6 +144,62 @@ def group_distances(
             quadratic_distance(Pg, Pg, M) / scale)
 
 
+def score_fusion(
+    spec: str, cache: Path, features: dict[str, Any], train: np.ndarray, q: np.ndarray,
+    g: np.ndarray, pids: np.ndarray, camids: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distances of a score-level fusion `a|b` (each group's as `group_distances` scales them,
+    summed); a group written `0.5*a` is weighted."""
+    total = None
+    for group in spec.split("|"):
+        weight, star, name = group.partition("*")
+        w, group = (float(weight), name) if star else (1.0, group)
+        d = tuple(w * x for x in group_distances(group, cache, features, train, q, g, pids, camids))
+        total = d if total is None else tuple(a + b for a, b in zip(total, d, strict=True))
+    assert total is not None
+    return total
+
+
+def inner_splits(
+    train_ids: np.ndarray, trial: int, repeats: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Halves of one trial's training identities (158/158 on VIPeR) for choosing a method
+    without its test half: the first fits every stage, the second is scored."""
+    ids = np.sort(np.asarray(train_ids))
+    half = len(ids) // 2
+    out = []
+    for r in range(repeats):
+        perm = np.random.default_rng([seed, trial, r]).permutation(ids)
+        out.append((np.sort(perm[:half]), np.sort(perm[half:])))
+    return out
+
+
+def select_row(
+    spec: str, persons: Any, cache: Path, trials: int, repeats: int, seed: int = 0
+) -> dict[str, Any]:
+    """Inner-validation scores of one row: in each trial's training half only, stages and XQDA
+    fitted on one half of its identities, cam_a probes cam_b on the other half. Nothing of the
+    trial's test half is read."""
+    from engine.evaluation.reid_metrics import evaluate_rank
+    from engine.evaluation.reid_protocols import MAX_RANK, _report, viper_splits
+
+    pids, camids = persons.pids, persons.camids
+    features: dict[str, Any] = {}
+    results = []
+    t0 = time.perf_counter()
+    for t, (train_ids, _test_ids) in enumerate(viper_splits(pids, trials, seed)):
+        for fit_ids, val_ids in inner_splits(train_ids, t, repeats, seed):
+            fit, val = np.isin(pids, fit_ids), np.isin(pids, val_ids)
+            q, g = val & (camids == 0), val & (camids == 1)
+            d = score_fusion(spec, cache, features, fit, q, g, pids, camids)
+            results.append(evaluate_rank(d[0], pids[q], pids[g], camids[q], camids[g], MAX_RANK))
+    protocol = (f"inner validation: {len(fit_ids)}/{len(val_ids)} of the 316 training persons of "
+                f"each of {trials} trials (seed {seed}) x {repeats}, cam_a probes cam_b")
+    row = _report("viper-inner", protocol, f"{spec}+xqda", results)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
 def viper_row(spec: str, persons: Any, cache: Path, trials: int, seed: int = 0) -> list[dict[str, Any]]:
     """Scores of one row, plain and k-reciprocal re-ranked. `a|b`: score-level fusion of
     feature-level methods a and b (each part's distances divided by their mean over the training
@@ -157,11 +216,7 @@ def viper_row(spec: str, persons: Any, cache: Path, trials: int, seed: int = 0) 
         train = np.isin(pids, train_ids)
         test = np.isin(pids, test_ids)
         q, g = test & (camids == 0), test & (camids == 1)
-        total = None
-        for group in spec.split("|"):
-            d = group_distances(group, cache, features, train, q, g, pids, camids)
-            total = d if total is None else tuple(a + b for a, b in zip(total, d, strict=True))
-        assert total is not None
+        total = score_fusion(spec, cache, features, train, q, g, pids, camids)
         args = (pids[q], pids[g], camids[q], camids[g], MAX_RANK)
         plain.append(evaluate_rank(total[0], *args))
         reranked.append(evaluate_rank(k_reciprocal_rerank(*total), *args))
@@ -176,7 +231,7 @@ def viper_row(spec: str, persons: Any, cache: Path, trials: int, seed: int = 0) 
 
 
 VIPER_ROWS = (  # most telling first: the run is long on a shared machine
-    "gog", "cdpcf", "gog+cdpcf", "gog|cdpcf",
+    "gog", "gog+lomo+cdpcf+cdpcf-mbv2", "gog|lomo|cdpcf+cdpcf-mbv2", "cdpcf", "gog+cdpcf", "gog|cdpcf",
     "layers", "layers-mbv2", "layers+layers-mbv2", "gog+layers+layers-mbv2", "gog|layers+layers-mbv2",
     "mpncbp", "gog+mpncbp", "fc", "svdfc", "svdcam", "mpncbp-conv", "layers-gem",
     "cdpcf-mbv2", "cdpcf+cdpcf-mbv2", "gog+cdpcf+cdpcf-mbv2", "gog|cdpcf+cdpcf-mbv2", "gog+layers",
@@ -284,6 +339,13 @@ def main() -> None:
     v.add_argument("--root", type=Path, default=DATA / "viper")
     v.add_argument("--cache", type=Path, default=CACHE)
     v.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+    s = sub.add_parser("select", help="inner validation inside each trial's training half")
+    s.add_argument("--rows", nargs="+", required=True)
+    s.add_argument("--trials", type=int, default=10)
+    s.add_argument("--repeats", type=int, default=1, help="inner splits per trial")
+    s.add_argument("--root", type=Path, default=DATA / "viper")
+    s.add_argument("--cache", type=Path, default=CACHE)
+    s.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
     k = sub.add_parser("corel")
     k.add_argument("--root", type=Path, default=DATA / "corel1k")
     k.add_argument("--cache", type=Path, default=CACHE)
@@ -295,6 +357,16 @@ def main() -> None:
         cache_viper(args.methods, args.root, args.cache)
     elif args.command == "viper":
         viper_table(args.rows, args.root, args.cache, args.trials, args.out)
+    elif args.command == "select":
+        from engine.evaluation.reid_protocols import load_viper
+
+        persons = load_viper(args.root)
+        for spec in args.rows:
+            line = json.dumps(select_row(spec, persons, args.cache, args.trials, args.repeats))
+            print(line, flush=True)
+            if args.out is not None:
+                with args.out.open("a") as f:
+                    f.write(line + "\n")
     elif args.command == "corel":
         args.cache.mkdir(parents=True, exist_ok=True)
         corel_table(args.root, args.cache)
