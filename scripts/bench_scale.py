@@ -39,11 +39,13 @@ built from it in chunks, one index at a time.
 
 Each index type (`--types`; `flat` is always measured first: it gives the ground truth and the
 exact single-query rate) is built as `storage.vector_index` builds a gallery's index (trained on
-at most 64 vectors per list, `nprobe` tuned to recall@10 >= 0.95 on 200 held-back gallery
+at most 64 vectors per list, `nprobe` tuned to recall@10 >= 0.95 on 500 held-back gallery
 vectors), then measured on 200 other gallery vectors as queries (their own id left out): recall@10
 against exact search, queries per second one query at a time, memory held (codes, ids,
-centroids), build seconds (training and adding). `chosen` marks the type `choose_spec` picks for
-this N and D. One JSON object per index type on stdout with --json (one per line).
+centroids), build seconds (training and adding), and `curve`: [nprobe, recall@10, queries/s] on
+the measuring queries for the ladder's steps from half to twice the tuned nprobe. `chosen` marks
+the type `choose_spec` picks for this N and D. One JSON object per index type on stdout with
+--json (one per line).
 """
 
 from __future__ import annotations
@@ -284,6 +286,9 @@ def main() -> None:
                         help="inverted lists (default: what choose_spec picks for N)")
     parser.add_argument("--train-per-list", type=int, default=64,
                         help="k-means training vectors per list (the wiki: 30 to 256)")
+    parser.add_argument("--vectors", type=Path, default=None,
+                        help="keep the drawn vectors in this .npy file, or reuse it if an earlier "
+                             "run with the same arguments wrote it")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     real = load_real(args.descriptors)
@@ -297,14 +302,19 @@ def main() -> None:
     source = {"real_images": len(real.originals), "augmented_copies": len(real.residuals),
               "tau": tau, "s": scale, "reach": reach}
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
-        path = Path(tmp) / "vectors.npy"
+        path = args.vectors or Path(tmp) / "vectors.npy"
         t0 = time.perf_counter()
-        dim = write_vectors(model, args.n, args.dim, path, args.seed)
+        if path.exists() and np.load(path, mmap_mode="r").shape[0] == args.n:
+            dim = int(np.load(path, mmap_mode="r").shape[1])
+            print(f"reusing {path}", file=sys.stderr)
+        else:
+            dim = write_vectors(model, args.n, args.dim, path, args.seed)
         print(f"{args.n} x {dim} vectors drawn in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         vectors = np.load(path, mmap_mode="r")
         rng = np.random.default_rng(args.seed + 1)
-        picked = rng.choice(args.n, 400, replace=False)
-        tune_ids, eval_ids = picked[:200], picked[200:]
+        # 500 held back for tuning, as VectorIndex.build does; 200 others measure
+        picked = rng.choice(args.n, 700, replace=False)
+        tune_ids, eval_ids = picked[:500], picked[500:]
         tune_q = np.ascontiguousarray(vectors[tune_ids])
         eval_q = np.ascontiguousarray(vectors[eval_ids])
 
@@ -335,12 +345,14 @@ def main() -> None:
             tune_s = time.perf_counter() - t0
             recall = index.recall(eval_q, eval_ids, expected)
             qps = single_query_rate(index, eval_q)
+            curve = _curve(index, eval_q, eval_ids, expected)
             results.append({
                 "n": args.n, "dim": dim, "index": spec.factory(dim), "recall_at_10": round(recall, 4),
                 "qps": round(qps, 2), "flat_qps": round(flat_qps, 2),
                 "speedup": round(qps / flat_qps, 1), "memory_mb": round(index.memory_bytes() / 2**20, 1),
                 "build_s": round(build_s, 1), "tune_s": round(tune_s, 1),
                 "params": index.tuning.params, "tuned_recall": index.tuning.recall_at_10,
+                "curve": curve,
                 "chosen": spec.kind == chosen.kind and spec.codes == chosen.codes, "vectors": source,
             })
             _emit(results[-1], args.json)
@@ -348,6 +360,23 @@ def main() -> None:
         del vectors
     if not args.json:
         print(json.dumps(results, indent=1))
+
+
+def _curve(index: VectorIndex, queries: np.ndarray, query_ids: np.ndarray,
+           expected: list[set[int]]) -> list[list[float]]:
+    """[nprobe, recall@10, queries/s] on the measuring queries, around the tuned nprobe."""
+    from storage.vector_index import _probe_ladder
+
+    tuned = index.tuning.params["nprobe"]
+    ladder = [p for p in _probe_ladder(faiss.extract_index_ivf(index.index).nlist)
+              if tuned / 2 <= p <= tuned * 2]
+    out = []
+    for nprobe in ladder:
+        index._set_params(nprobe)
+        out.append([nprobe, round(index.recall(queries, query_ids, expected), 4),
+                    round(single_query_rate(index, queries), 2)])
+    index._set_params(tuned)
+    return out
 
 
 def _emit(result: dict, as_json: bool) -> None:
