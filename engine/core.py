@@ -654,7 +654,8 @@ class Engine:
 
     def _explain(self, opened: OpenGallery, pixels: np.ndarray, ranked: list[RankedImage],
                  out_dir: Path) -> list[Path]:
-        """Heat-map panels of the query and each result (person galleries with `abn:CKPT`)."""
+        """Heat-map panels of the query and each result (person galleries with `abn:CKPT`), one
+        `NN-<name>-<kind>.png` per result in `out_dir` (kind: `attention` or `gradcam`)."""
         from matcher.explain import write_panel
 
         self._required_heat_map_checkpoint(opened)
@@ -664,6 +665,10 @@ class Engine:
                 image = read_image(Path(r.path))
             except ImageReadError as exc:
                 raise TansakuError(f"cannot read result image {exc.path}: {exc.reason}") from exc
+            if r.box is not None:  # a person found in a photo: the person, not the photo
+                from indexer.models.person_detector.detect import crop
+
+                image = crop(image, r.box)
             panel, kind = self.heat_maps(opened, pixels, image)
             written.append(write_panel(out_dir / f"{rank:02d}-{Path(r.path).stem}-{kind}.png", panel))
         return written

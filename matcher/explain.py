@@ -1,4 +1,5 @@
-"""Drawing heat maps over person crops: the pictures `tansaku query --explain DIR` writes."""
+"""Drawing heat maps over person crops: the pictures `tansaku query --explain DIR` writes and the
+served match view of an ABN gallery shows."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ import numpy as np
 from indexer.extractors.abn import abn_checkpoint
 from storage.atomic import atomic_write_bytes
 
-__all__ = ["abn_checkpoint", "explain_panel", "explain_results", "match_panel", "overlay",
-           "write_panel"]
+__all__ = ["abn_checkpoint", "explain_panel", "match_panel", "overlay", "write_panel"]
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -66,15 +66,3 @@ def explain_panel(checkpoint: str | Path, query: np.ndarray, result: np.ndarray
     path = Path(checkpoint)
     maps, kind = explain_pair(_abn_model(str(path), path.stat().st_mtime_ns), query, result)
     return match_panel(query, result, maps), kind
-
-
-def explain_results(checkpoint: str | Path, query: np.ndarray, results: list[tuple[str, np.ndarray]],
-                    out_dir: str | Path) -> list[Path]:
-    """One panel per result (`NN-<name>-<kind>.png` in `out_dir`): the query and the result with
-    the ABN network's maps of both (attention, or Grad-CAM of the similarity without one)."""
-    out = Path(out_dir)
-    written = []
-    for rank, (name, image) in enumerate(results, start=1):
-        panel, kind = explain_panel(checkpoint, query, image)
-        written.append(write_panel(out / f"{rank:02d}-{Path(name).stem}-{kind}.png", panel))
-    return written
