@@ -28,7 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp"}
+from indexer.images import discover_images
+
 CHUNK = 250
 log = logging.getLogger("extract_gem_augmented")
 
@@ -38,7 +39,7 @@ def list_images(folders: list[Path], exclude: list[str], most: int | None = None
     most `most` of each folder, evenly spaced)."""
     out = []
     for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
+        files = list(discover_images(folder))  # as `tansaku index` finds them
         files = [p for p in files if not any(e in str(p) for e in exclude)]
         if most and len(files) > most:
             files = [files[i] for i in np.linspace(0, len(files) - 1, most).round().astype(int)]
