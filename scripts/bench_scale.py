@@ -62,7 +62,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from storage.vector_index import IndexSpec, VectorIndex, choose_spec
+from storage.vector_index import IndexSpec, VectorIndex, choose_spec, fast_scan_m
 
 CHUNK = 50_000
 NEIGHBOURS = 10
@@ -252,20 +252,16 @@ def build(
         return obj, time.perf_counter() - start
     rng = np.random.default_rng(seed)
     most = min(len(vectors), per_list * spec.nlist)
-    train = np.ascontiguousarray(vectors[np.sort(rng.choice(len(vectors), most, replace=False))])
-    index = faiss.index_factory(vectors.shape[1], spec.factory(vectors.shape[1]),
-                                faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.extract_index_ivf(index)
-    ivf.cp.seed = seed
-    index.train(train)
-    del train
+    obj = VectorIndex.trained(spec, vectors[np.sort(rng.choice(len(vectors), most, replace=False))],
+                              "ip", seed)
     print(f"{spec.factory(vectors.shape[1])}: trained on {most} vectors in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-    for s in range(0, len(vectors), CHUNK):
-        index.add_with_ids(np.ascontiguousarray(vectors[s: s + CHUNK]),
-                           np.arange(s, min(s + CHUNK, len(vectors)), dtype=np.int64))
-    obj.index, obj.spec = index, spec
+    for s in range(0, len(vectors), CHUNK):  # new ids: no need for `add`'s removal of old ones
+        chunk = np.ascontiguousarray(vectors[s: s + CHUNK])
+        ids = np.arange(s, min(s + CHUNK, len(vectors)), dtype=np.int64)
+        obj.index.add_with_ids(chunk, ids)
+        if obj.refine is not None:
+            obj.refine.add_with_ids(chunk, ids)
     return obj, time.perf_counter() - start
 
 
@@ -273,8 +269,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=1280, help="whitened dimension kept")
-    parser.add_argument("--types", nargs="+", default=["ivf-flat", "ivf-sq8", "ivfpq"],
-                        help="ivf-flat, ivf-sq8, ivfpq (flat is always measured)")
+    parser.add_argument("--types", nargs="+", default=["ivf-fs-flat", "ivf-fs-sq8", "ivf-sq8", "ivfpq"],
+                        help="ivf-fs-flat, ivf-fs-sq8 (fast-scan lists re-scored by float or SQ8 "
+                             "vectors), ivf-flat, ivf-sq8 (plain lists), ivfpq (flat is always "
+                             "measured)")
     parser.add_argument("--descriptors", type=Path, required=True,
                         help="the cache folder of scripts/extract_gem_augmented.py")
     parser.add_argument("--tau", type=float, default=None, help="skip the fit: use this tau")
@@ -333,7 +331,10 @@ def main() -> None:
         _emit(results[-1], args.json)
         nlist = args.nlist or chosen.nlist or choose_spec(max(args.n, 10**6), dim).nlist
         hnsw = nlist >= 4096
-        specs = {"ivf-flat": IndexSpec("ivf", nlist, "Flat", hnsw_quantizer=hnsw),
+        fs = f"PQ{fast_scan_m(dim)}x4fs"
+        specs = {"ivf-fs-flat": IndexSpec("ivf", nlist, fs, hnsw_quantizer=hnsw, refine="Flat"),
+                 "ivf-fs-sq8": IndexSpec("ivf", nlist, fs, hnsw_quantizer=hnsw, refine="SQ8"),
+                 "ivf-flat": IndexSpec("ivf", nlist, "Flat", hnsw_quantizer=hnsw),
                  "ivf-sq8": IndexSpec("ivf", nlist, "SQ8", hnsw_quantizer=hnsw),
                  "ivfpq": IndexSpec("ivfpq", nlist, pq_m=choose_spec(10**9, dim, 1.0).pq_m,
                                     hnsw_quantizer=hnsw)}
@@ -353,7 +354,8 @@ def main() -> None:
                 "build_s": round(build_s, 1), "tune_s": round(tune_s, 1),
                 "params": index.tuning.params, "tuned_recall": index.tuning.recall_at_10,
                 "curve": curve,
-                "chosen": spec.kind == chosen.kind and spec.codes == chosen.codes, "vectors": source,
+                "chosen": (spec.kind, spec.codes, spec.refine) == (chosen.kind, chosen.codes, chosen.refine),
+                "vectors": source,
             })
             _emit(results[-1], args.json)
             del index

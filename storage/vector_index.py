@@ -4,12 +4,23 @@ Three kinds, chosen by gallery size and memory (`choose_spec`, after the faiss w
 choose an index" and "Indexing 1M vectors"; thresholds measured by scripts/bench_scale.py):
 
 - `flat`: exact search, for small galleries (`IndexIDMap2` over `IndexFlat`);
-- `ivf`: an inverted file of full vectors (`IVF{K},Flat`, K ~ 4 sqrt(N), an HNSW quantizer from
-  K = 4096 on) where the vectors fit the memory budget, or of 8-bit scalar-quantised ones
-  (`IVF{K},SQ8`, a quarter of the bytes) where they do not;
+- `ivf`: an inverted file (K ~ 4 sqrt(N) lists, an HNSW quantizer from K = 4096 on) of 4-bit
+  fast-scan product codes (`PQ{D/4}x4fs`, an eighth of a byte per dimension, scanned with SIMD
+  lookups) that give a shortlist of `k_factor` x k, re-scored exactly against a second store of
+  the vectors: full ones (`Refine(Flat)`) where they fit the memory budget, 8-bit scalar-quantised
+  ones (`Refine(SQ8)`, a quarter of the bytes) where they do not. This is the faiss wiki's choice
+  for 1M-10M vectors (`IVF..,PQ..x4fs,RFlat`); scanning fast-scan codes costs a fifth to a tenth of
+  scanning SQ8 or float codes at the same recall, which is bounded by the lists probed, not by the
+  codes (scripts/bench_scale.py). Small galleries (below `FAST_SCAN_MIN`, where the codes cannot be
+  trained) and indexes written before keep plain lists of `Flat` or `SQ8` codes (`IVF{K},SQ8`);
 - `ivfpq`: OPQ-rotated product codes (`OPQ{M},IVF{K},PQ{M}`) where even SQ8 does not fit.
 
-IVF indexes keep our ids themselves (a hash-table direct map gives `reconstruct` and `remove`).
+IVF indexes keep our ids themselves; a hash-table direct map gives `reconstruct` and `remove` for
+plain lists. Fast-scan lists are never edited in place (faiss 1.15 misplaces codes added after a
+removal from them): a removed vector's entry stays in its list as a tombstone, the refining store
+(an `IndexIDMap2`, which gives `reconstruct`) forgets it, and a shortlist drops ids it does not hold
+and repeats of an id added again. Once tombstones pass `COMPACT_AT` of the live vectors the lists
+are rebuilt from the store.
 An approximate index is trained from the gallery's own vectors, and its search parameters (`nprobe`,
 and the HNSW quantizer's `efSearch`) are chosen when it is built: the smallest that reaches
 recall@10 >= `target_recall` against exact search on a held-back sample of those vectors
@@ -47,6 +58,9 @@ MAGIC = b"TANSAKU-FAISS 1\n"
 FLAT_MAX = 20_000
 MEMORY_BUDGET_MB = 2048.0  # vectors held in RAM by one gallery's index, at most
 TARGET_RECALL = 0.95
+FAST_SCAN_MIN = 10_000  # fewer vectors than this cannot train 4-bit codes well: plain lists
+COMPACT_AT = 0.1  # fast-scan lists are rebuilt once dead entries pass this share of live ones
+K_FACTORS = (2, 4, 8, 16, 32)  # fast-scan shortlist per result re-scored by the refining store
 
 
 def gpu_count() -> int:
@@ -61,19 +75,29 @@ class IndexSpec:
 
     kind: str = "flat"
     nlist: int = 0  # inverted lists (ivf, ivfpq)
-    codes: str = "Flat"  # ivf: Flat or SQ8
+    codes: str = "Flat"  # ivf: what the lists hold: Flat, SQ8 or fast-scan codes (PQ{M}x4fs)
     pq_m: int = 0  # ivfpq: sub-quantisers
     pq_bits: int = 8  # ivfpq: bits per sub-quantiser code
     hnsw_quantizer: bool = False
+    refine: str = ""  # ivf: the store re-scoring the shortlist: Flat, SQ8, or none ("")
 
     def factory(self, dim: int) -> str:
-        """The faiss index-factory string."""
+        """The faiss index-factory string of the whole (refining store included)."""
+        base = self.lists_factory()
+        return f"{base},Refine({self.refine})" if self.refine else base
+
+    def lists_factory(self) -> str:
+        """The faiss index-factory string of the inverted file (or exact index) alone."""
         if self.kind == "flat":
             return "Flat"
         quantizer = f"IVF{self.nlist}" + ("_HNSW32" if self.hnsw_quantizer else "")
         if self.kind == "ivf":
             return f"{quantizer},{self.codes}"
         return f"OPQ{self.pq_m},{quantizer},PQ{self.pq_m}x{self.pq_bits}"
+
+    @property
+    def fast_scan(self) -> bool:
+        return self.codes.endswith("fs")
 
 
 def _nlist(n: int) -> int:
@@ -92,12 +116,24 @@ def choose_spec(
     nlist = _nlist(n)
     hnsw = nlist >= 4096
     mb = n * dim / 2**20
-    if 4 * mb <= memory_budget_mb:
-        return IndexSpec("ivf", nlist, "Flat", hnsw_quantizer=hnsw)
-    if mb <= memory_budget_mb:
-        return IndexSpec("ivf", nlist, "SQ8", hnsw_quantizer=hnsw)
+    fs_m = fast_scan_m(dim) if n >= FAST_SCAN_MIN else 0
+    fs_mb = n * fs_m / 2 / 2**20  # 4 bits per sub-quantiser
+    for store, mb_per in (("Flat", 4 * mb), ("SQ8", mb)):
+        if fs_m and mb_per + fs_mb <= memory_budget_mb:
+            return IndexSpec("ivf", nlist, f"PQ{fs_m}x4fs", hnsw_quantizer=hnsw, refine=store)
+        if not fs_m and mb_per <= memory_budget_mb:
+            return IndexSpec("ivf", nlist, store, hnsw_quantizer=hnsw)
     pq_m = max(m for m in (8, 16, 32, 48, 64, 96, 128) if dim % m == 0 and m <= dim)
     return IndexSpec("ivfpq", nlist, pq_m=pq_m, hnsw_quantizer=hnsw)
+
+
+def fast_scan_m(dim: int) -> int:
+    """Fast-scan sub-quantisers for `dim`: 4 dimensions each (2 per byte of code), or 0 where
+    `dim` has no divisor near that (the codes would be too coarse or too long)."""
+    for m in range(dim // 4, dim // 8, -1):
+        if m >= 2 and dim % m == 0 and m % 2 == 0:
+            return m
+    return 0
 
 
 @dataclass
@@ -157,6 +193,9 @@ class VectorIndex:
         self.spec = IndexSpec("flat")
         self.tuning = Tuning()
         self.index: Any = faiss.IndexIDMap2(faiss.IndexFlat(dim, METRICS[metric]))
+        self.refine: Any = None  # ivf with a refining store: IndexIDMap2 over Flat or SQ8
+        self.k_factor = K_FACTORS[-1]
+        self.removed: set[int] = set()  # ids with only dead entries in fast-scan lists
         self._gpu: _GpuSearcher | None | bool = None
 
     # building ----------------------------------------------------------------------------------
@@ -180,16 +219,31 @@ class VectorIndex:
         trainable = np.setdiff1d(np.arange(len(vectors)), held)
         # the wiki: 30 to 256 training vectors per list
         most = min(len(trainable), 64 * max(spec.nlist, 1))
-        train = vectors[np.sort(rng.choice(trainable, most, replace=False))]
-        index = faiss.index_factory(dim, spec.factory(dim), METRICS[metric])
+        obj = cls.trained(spec, vectors[np.sort(rng.choice(trainable, most, replace=False))],
+                          metric, seed)
+        obj.index.add_with_ids(vectors, ids)
+        if obj.refine is not None:
+            obj.refine.add_with_ids(vectors, ids)
+        obj.tuning = obj.tune(vectors[held], ids[held], vectors, ids, target_recall)
+        return obj
+
+    @classmethod
+    def trained(cls, spec: IndexSpec, train: np.ndarray, metric: str = "ip", seed: int = 0) -> VectorIndex:
+        """An empty approximate index of `spec`, trained on `train` (vectors are added after)."""
+        train = np.ascontiguousarray(train, dtype=np.float32)
+        dim = train.shape[1]
+        obj = cls(dim, metric)
+        index = faiss.index_factory(dim, spec.lists_factory(), METRICS[metric])
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.seed = seed
         index.train(train)
-        del train
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-        index.add_with_ids(vectors, ids)
+        if not spec.fast_scan:  # fast-scan lists cannot keep one; they remove by scanning
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        if spec.refine:
+            store = faiss.index_factory(dim, spec.refine, METRICS[metric])
+            store.train(train)
+            obj.refine = faiss.IndexIDMap2(store)
         obj.index, obj.spec = index, spec
-        obj.tuning = obj.tune(vectors[held], ids[held], vectors, ids, target_recall)
         return obj
 
     def tune(
@@ -197,7 +251,8 @@ class VectorIndex:
         ids: np.ndarray | None = None, target: float = TARGET_RECALL, k: int = 10,
         truth: np.ndarray | None = None,
     ) -> Tuning:
-        """Choose the smallest `nprobe` whose recall@k against exact search reaches `target`.
+        """Choose the smallest `nprobe` whose recall@k against exact search reaches `target` (with
+        a refining store: at the longest shortlist, then the shortest shortlist that still does).
 
         The exact neighbours are searched in `vectors` (all the indexed vectors, under `ids`), or
         given as `truth` (ids, (Q, >= k + 1), best first); each query's own id is left out."""
@@ -213,11 +268,18 @@ class VectorIndex:
             truth = np.where(positions >= 0, ids[np.maximum(positions, 0)], -1)
         expected = [set(row[row != q][:k].tolist()) for row, q in zip(truth, query_ids, strict=True)]
         recall, nprobe = 0.0, 1
+        self.k_factor = K_FACTORS[-1]
         for nprobe in _probe_ladder(nlist):
             self._set_params(nprobe)
             recall = self.recall(queries, query_ids, expected, k)
             if recall >= target:
                 break
+        if self.refine is not None and recall >= target:
+            for self.k_factor in K_FACTORS:
+                shorter = self.recall(queries, query_ids, expected, k)
+                if shorter >= target:
+                    recall = shorter
+                    break
         if recall < target:
             log.warning("%s reaches recall@%d %.3f < %.2f at nprobe=%d", self.spec.factory(self.dim),
                         k, recall, target, nprobe)
@@ -227,7 +289,7 @@ class VectorIndex:
         self, queries: np.ndarray, query_ids: np.ndarray, expected: list[set[int]], k: int = 10
     ) -> float:
         """Mean recall@k of the index's answers against `expected` (each query's own id left out)."""
-        _, found = self.index.search(queries, k + 1)
+        _, found = self.search(queries, k + 1)
         return float(np.mean([
             len(exp & set(row[row != q][:k].tolist())) / max(len(exp), 1)
             for exp, row, q in zip(expected, found, query_ids, strict=True)
@@ -249,11 +311,13 @@ class VectorIndex:
         quantizer = faiss.downcast_index(ivf.quantizer)
         if isinstance(quantizer, faiss.IndexHNSW):
             params["efSearch"] = int(quantizer.hnsw.efSearch)
+        if self.refine is not None:
+            params["k_factor"] = self.k_factor
         return params
 
     # contents ----------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int((self.index if self.refine is None else self.refine).ntotal)
 
     def _ivf(self) -> faiss.IndexIVF | None:
         return None if self.spec.kind == "flat" else faiss.extract_index_ivf(self.index)
@@ -261,8 +325,9 @@ class VectorIndex:
     def ids(self) -> np.ndarray:
         """All ids in the index (insertion order for an exact index, list order otherwise)."""
         ivf = self._ivf()
-        if ivf is None:
-            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if ivf is None or self.refine is not None:
+            idmap = self.index if ivf is None else self.refine
+            return faiss.vector_to_array(idmap.id_map).astype(np.int64)
         lists: Any = ivf.invlists
         parts = []
         for list_no in range(ivf.nlist):
@@ -283,6 +348,9 @@ class VectorIndex:
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         self.remove(ids)
         self.index.add_with_ids(vectors, ids)
+        if self.refine is not None:
+            self.refine.add_with_ids(vectors, ids)
+            self.removed.difference_update(ids.tolist())
         self._gpu = None
 
     def remove(self, ids: np.ndarray | list[int]) -> int:
@@ -290,15 +358,31 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0 or len(self) == 0:
             return 0
-        # an IVF's hash-table direct map removes by an explicit id array only
-        selector = faiss.IDSelectorBatch(ids) if self.spec.kind == "flat" else faiss.IDSelectorArray(ids)
-        removed = int(self.index.remove_ids(selector))
         self._gpu = None
-        return removed
+        if self.refine is not None:  # tombstones in the lists (module docstring)
+            removed = int(self.refine.remove_ids(faiss.IDSelectorBatch(ids)))
+            self.removed.update(ids.tolist())
+            if self.index.ntotal - len(self) > COMPACT_AT * len(self):
+                self._compact()
+            return removed
+        # an IVF's hash-table direct map removes by an explicit id array only
+        flat = self.spec.kind == "flat"
+        selector = faiss.IDSelectorBatch(ids) if flat else faiss.IDSelectorArray(ids)
+        return int(self.index.remove_ids(selector))
+
+    def _compact(self, chunk: int = 65_536) -> None:
+        """Rebuild fast-scan lists from the refining store's vectors: no dead entries left."""
+        self.index.reset()  # keeps the coarse quantizer and the codebooks
+        ids = self.ids()
+        for start in range(0, len(ids), chunk):
+            part = ids[start: start + chunk]
+            self.index.add_with_ids(self.refine.reconstruct_batch(part), part)
+        self.removed.clear()
 
     def reconstruct(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Stored vectors of `ids`, (N, dim) (decoded, so approximate for SQ8 / PQ codes)."""
-        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else (
+        source = self.index if self.refine is None else self.refine
+        return np.stack([source.reconstruct(int(i)) for i in ids]) if len(ids) else (
             np.zeros((0, self.dim), np.float32)
         )
 
@@ -308,7 +392,12 @@ class VectorIndex:
         if ivf is None:
             return len(self) * (self.dim * 4 + 8)
         quantizer = ivf.nlist * self.dim * 4 * (2 if self.spec.hnsw_quantizer else 1)
-        return len(self) * (int(ivf.code_size) + 8) + quantizer
+        lists = len(self) * (int(ivf.code_size) + 8)
+        if self.refine is None:
+            return lists + quantizer
+        store = faiss.downcast_index(self.refine.index)
+        # codes, the id map, and its reverse (a hash map: ~32 bytes an entry)
+        return lists + quantizer + len(self) * (int(store.sa_code_size()) + 8 + 32)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query; ids are -1 past the end. Higher score = closer for 'ip'."""
@@ -319,9 +408,32 @@ class VectorIndex:
             return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
         if self._gpu is None:
             self._gpu = _to_gpu(self.index) or False
-        if self._gpu:
-            return self._gpu.search(queries, k)  # type: ignore[union-attr]
-        return self.index.search(queries, k)
+        searcher = self._gpu or self.index
+        if self.refine is None:
+            return searcher.search(queries, k)  # type: ignore[union-attr]
+        _, shortlist = searcher.search(queries, k * self.k_factor)  # type: ignore[union-attr]
+        return self._rescore(queries, shortlist, k)
+
+    def _rescore(self, queries: np.ndarray, shortlist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best k of each query's shortlist by the refining store's vectors."""
+        scores = np.full((len(queries), k), -np.inf if self.metric == "ip" else np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        dead = np.fromiter(self.removed, np.int64, len(self.removed))
+        for row, (query, candidates) in enumerate(zip(queries, shortlist, strict=True)):
+            candidates = np.unique(candidates[candidates >= 0])  # an id added again: twice
+            if len(dead):
+                candidates = candidates[~np.isin(candidates, dead)]
+            if len(candidates) == 0:
+                continue
+            vectors = self.refine.reconstruct_batch(candidates)
+            if self.metric == "ip":
+                found = vectors @ query
+                order = np.argsort(-found, kind="stable")[:k]
+            else:
+                found = ((vectors - query) ** 2).sum(axis=1)
+                order = np.argsort(found, kind="stable")[:k]
+            scores[row, : len(order)], ids[row, : len(order)] = found[order], candidates[order]
+        return scores, ids
 
     # files -------------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
@@ -330,10 +442,17 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the header and the index to `path` atomically."""
-        head = json.dumps(self.header()).encode()
+        blob = faiss.serialize_index(self.index).tobytes()
+        refine = b"" if self.refine is None else faiss.serialize_index(self.refine).tobytes()
+        header = self.header()
+        if refine:
+            header["parts"] = [len(blob), len(refine)]  # the lists, then the refining store
+            header["removed"] = sorted(self.removed)
+        head = json.dumps(header).encode()
         with atomic_write(path) as handle:
             handle.write(MAGIC + len(head).to_bytes(4, "little") + head)
-            handle.write(faiss.serialize_index(self.index).tobytes())
+            handle.write(blob)
+            handle.write(refine)
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
@@ -345,6 +464,11 @@ class VectorIndex:
             start = len(MAGIC) + 4
             header = json.loads(data[start: start + size].tobytes())
             data = data[start + size:]
+        refine = None
+        if "parts" in header:
+            size = header["parts"][0]
+            refine = faiss.deserialize_index(data[size:])
+            data = data[:size]
         index = faiss.deserialize_index(data)
         del data
         spec = IndexSpec(**header.get("spec", {}))
@@ -352,10 +476,12 @@ class VectorIndex:
             raise ValueError(f"{path} is not a tansaku index (found {type(index).__name__})")
         metric = "ip" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
         obj = cls(index.d, metric)
-        obj.index, obj.spec = index, spec
+        obj.index, obj.spec, obj.refine = index, spec, refine
         obj.tuning = Tuning(**header["tuning"]) if "tuning" in header else Tuning()
         if spec.kind != "flat" and "nprobe" in obj.tuning.params:
             obj._set_params(obj.tuning.params["nprobe"])
+        obj.k_factor = int(obj.tuning.params.get("k_factor", K_FACTORS[-1]))
+        obj.removed = set(header.get("removed", []))
         return obj
 
 

@@ -2,7 +2,7 @@ import faiss
 import numpy as np
 import pytest
 
-from storage.vector_index import IndexSpec, VectorIndex, choose_spec
+from storage.vector_index import IndexSpec, VectorIndex, choose_spec, fast_scan_m
 
 
 def _unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -62,11 +62,66 @@ def _clustered(rows: int, dim: int, clusters: int, seed: int = 0) -> np.ndarray:
 def test_gallery_size_chooses_the_index() -> None:
     assert choose_spec(1000, 64).kind == "flat"
     ivf = choose_spec(100_000, 64)
-    assert (ivf.kind, ivf.codes, ivf.hnsw_quantizer) == ("ivf", "Flat", False)
+    assert (ivf.kind, ivf.codes, ivf.refine, ivf.hnsw_quantizer) == ("ivf", "PQ16x4fs", "Flat", False)
     assert ivf.nlist in (1024, 2048)  # ~4 sqrt(N)
     big = choose_spec(2_000_000, 1280, memory_budget_mb=4096)
-    assert (big.kind, big.codes, big.hnsw_quantizer) == ("ivf", "SQ8", True)
+    assert (big.kind, big.codes, big.refine, big.hnsw_quantizer) == ("ivf", "PQ320x4fs", "SQ8", True)
+    assert big.factory(1280) == "IVF4096_HNSW32,PQ320x4fs,Refine(SQ8)"
     assert choose_spec(20_000_000, 1280, memory_budget_mb=4096).kind == "ivfpq"
+    # too few vectors to train 4-bit codes: plain lists
+    small = choose_spec(5000, 64, flat_max=1000)
+    assert (small.kind, small.codes, small.refine) == ("ivf", "Flat", "")
+
+
+def test_fast_scan_sub_quantisers_divide_the_dimension() -> None:
+    assert fast_scan_m(1280) == 320 and fast_scan_m(64) == 16
+    assert fast_scan_m(96) == 24 and 96 % fast_scan_m(96) == 0
+    assert fast_scan_m(127) == 0  # prime: no fast-scan codes
+
+
+@pytest.mark.parametrize("refine", ["Flat", "SQ8"])
+def test_fast_scan_lists_re_scored_reach_the_target_with_our_ids(refine) -> None:
+    vectors = _clustered(6000, 32, 50, seed=3)
+    ids = np.arange(6000, dtype=np.int64) * 3 + 5
+    spec = IndexSpec("ivf", 64, "PQ8x4fs", refine=refine)
+    index = VectorIndex.build(ids, vectors, spec=spec, target_recall=0.95, sample=300)
+    assert index.tuning.recall_at_10 >= 0.95 and index.tuning.params["k_factor"] == index.k_factor
+    assert 1 <= index.tuning.params["nprobe"] < 64
+    queries = _clustered(6200, 32, 50, seed=3)[6000:]
+    _, truth = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    scores, found = index.search(queries, 10)
+    recall = np.mean([len(set(ids[t]) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+    assert recall >= 0.9
+    # the scores are the stored vectors' inner products (exact for Flat), best first
+    stored = index.reconstruct(found[0])
+    np.testing.assert_allclose(scores[0], stored @ queries[0], rtol=1e-4, atol=1e-4)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    if refine == "Flat":
+        np.testing.assert_allclose(stored, vectors[(found[0] - 5) // 3], atol=1e-6)
+
+
+def test_fast_scan_index_keeps_edits_and_its_store_through_a_file(tmp_path) -> None:
+    vectors = _clustered(3000, 16, 20, seed=4)
+    ids = np.arange(3000, dtype=np.int64) + 100
+    index = VectorIndex.build(ids, vectors, spec=IndexSpec("ivf", 32, "PQ8x4fs", refine="SQ8"),
+                              sample=200)
+    assert index.remove([100, 101, 99]) == 2
+    index.add(np.array([101, 102]), vectors[:2])  # 102 replaced, 101 back
+    assert len(index) == 2999
+    np.testing.assert_allclose(index.reconstruct([102])[0], vectors[1], atol=0.02)  # 8-bit codes
+    index.save(tmp_path / "g.faiss")
+    loaded = VectorIndex.load(tmp_path / "g.faiss")
+    assert loaded.spec == index.spec and loaded.tuning == index.tuning
+    assert loaded.refine is not None and loaded.k_factor == index.k_factor
+    assert sorted(loaded.ids().tolist()) == list(range(101, 3100))
+    _, found = loaded.search(vectors[[0, 1, 7]], 10)
+    assert found[:, 0].tolist() == [101, 102, 107]
+    assert 100 not in found and len(set(found[1].tolist())) == 10  # no dead entry, no repeat
+    # past COMPACT_AT dead entries the lists are rebuilt from the store: none left
+    loaded.remove(np.arange(200, 600))
+    assert loaded.index.ntotal == len(loaded) == 2599 and not loaded.removed
+    _, found = loaded.search(vectors[[0, 1, 700]], 10)
+    assert found[:, 0].tolist() == [101, 102, 800] and not np.isin(found, np.arange(200, 600)).any()
 
 
 @pytest.mark.parametrize("codes", ["Flat", "SQ8"])
