@@ -77,27 +77,40 @@ const tansaku = (() => {
   // ---- query page
   function galleryPage() {
     const form = $("#query-form"), drop = $("#drop"), input = $("#file");
+    const attrField = $("#query-attr");  // attribute words added to an image query (galleries with attributes)
     const gallery = form.dataset.gallery;
     let rerun = null;  // the last query (image or attributes), run again when a setting changes
-    const run = (file) => { if (file) { rerun = () => query(gallery, form, file); rerun(); } };
+    let image = null;  // the last query image, run again when the words added to it change
+    const run = (file) => { if (file) { image = file; rerun = () => query(gallery, form, file); rerun(); } };
     input.addEventListener("change", () => run(input.files[0]));
     ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
     ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
     drop.addEventListener("drop", (e) => run(e.dataTransfer.files[0]));
-    form.addEventListener("change", (e) => { if (e.target !== input && rerun) rerun(); });
+    form.addEventListener("change", (e) => {
+      if (e.target === input) return;
+      if (e.target === attrField) run(image); else if (rerun) rerun();
+    });
+    form.addEventListener("submit", (e) => e.preventDefault());
     $("#match").addEventListener("click", (e) => { if (e.target.id === "match") e.target.close(); });
+    const list = $("#attr-words");
+    if (list) suggestWords(document.querySelectorAll("input[list=attr-words]"), list);
     const attrForm = $("#attr-form");
     if (attrForm) attributeSearch(gallery, form, attrForm, (search) => { rerun = search; });
   }
-  // search by attribute words: the datalist offers the known words after what is typed so far
-  function attributeSearch(gallery, form, attrForm, remember) {
-    const input = attrForm.elements.q, list = $("#attr-words");
+  // attribute words (the search box, and those added to an image query): the shared datalist
+  // offers the gallery's words and names after what is typed so far, up to the last comma
+  function suggestWords(inputs, list) {
     const words = [...list.options].map((o) => o.value);
-    input.addEventListener("input", () => {
+    const offer = (input) => {
       const typed = input.value.match(/^(.*,\s*)/);
       const prefix = typed ? typed[1] : "";
       list.replaceChildren(...words.map((w) => el("option", { value: prefix + w })));
-    });
+    };
+    for (const input of inputs) ["input", "focus"].forEach((t) => input.addEventListener(t, () => offer(input)));
+  }
+  // search by attribute words alone
+  function attributeSearch(gallery, form, attrForm, remember) {
+    const input = attrForm.elements.q;
     attrForm.addEventListener("submit", (event) => {
       event.preventDefault();
       const words = input.value;
@@ -129,6 +142,8 @@ const tansaku = (() => {
     data.append("file", file);
     for (const name of ["top_k", "shortlist", "mode"]) data.append(name, form.elements[name].value);
     data.append("rerank", form.elements.rerank.checked ? "true" : "false");
+    const words = $("#query-attr") ? $("#query-attr").value.trim() : "";
+    if (words) data.append("attributes", words);
     const preview = $("#query-preview");
     preview.src = URL.createObjectURL(file);
     preview.hidden = false;
@@ -138,7 +153,8 @@ const tansaku = (() => {
     try {
       const result = await api(`/api/galleries/${encodeURIComponent(gallery)}/query`, { method: "POST", body: data });
       const ms = Math.round(performance.now() - started);
-      $("#query-status").textContent = `${result.results.length} results in ${ms} ms for ${file.name}`;
+      $("#query-status").textContent = `${result.results.length} results in ${ms} ms for ${file.name}` +
+        (words ? ` with: ${words}` : "");
       renderResults(result);
     } catch (e) {
       $("#query-status").textContent = "";
@@ -176,10 +192,11 @@ const tansaku = (() => {
         width: `${w * sx}px`, height: `${h * sy}px` });
       box.hidden = false;
     };
+    const attributes = r.matched_attributes ? ` Attributes asked for: ${why(r).join(", ")}.` : "";
     $("#match-note").textContent = !r.match_url ? `Why it matched: ${why(r).join(", ")}.`
-      : view === "heat-maps"
+      : (view === "heat-maps"
         ? "Where the re-ID network looked: the query, its heat map, the result's heat map, the result."
-        : "Lines join the local features that geometric verification kept (inliers).";
+        : "Lines join the local features that geometric verification kept (inliers).") + attributes;
     img.src = r.match_url || r.image_url;
     dialog.showModal();
   }

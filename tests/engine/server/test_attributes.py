@@ -141,3 +141,18 @@ def test_page_offers_attribute_search(client: TestClient, people: dict) -> None:
     assert 'id="attr-form"' in page and '<option value="red top">' in page
     assert 'id="attr-form"' not in client.get("/galleries/pedestrians-plain").text
     assert 'id="attr-form"' not in client.get("/galleries/photos").text
+
+
+def test_image_query_form_takes_attribute_words(client: TestClient, people: dict) -> None:
+    """The image query's form has a field for attribute words (sent as `attributes`, offered the
+    attribute search's suggestions) on person galleries with attributes, and only there."""
+    for gallery in ("pedestrians", "streets"):
+        page = client.get(f"/galleries/{gallery}").text
+        form = page[page.index('<form id="query-form"'):]
+        form = form[:form.index("</form>")]
+        assert 'id="query-attr" name="attributes" list="attr-words"' in form
+        assert page.count('<datalist id="attr-words">') == 1  # one list of words for both fields
+    for gallery in ("pedestrians-plain", "photos"):
+        page = client.get(f"/galleries/{gallery}").text
+        assert 'id="query-form"' in page
+        assert 'name="attributes"' not in page and "attr-words" not in page

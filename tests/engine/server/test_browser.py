@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import pedestrian, write_rgb
 from tests.engine.server.conftest import QUERY_SOURCE
 
 pytestmark = pytest.mark.slow
@@ -78,3 +79,32 @@ def test_attribute_search_in_the_browser(page, live_server: str, people: dict) -
     page.wait_for_selector("#match[open]")
     page.wait_for_selector("#match-box", state="visible", timeout=60_000)
     assert "Why it matched: upperBodyRed" in page.inner_text("#match-note")
+
+
+def test_image_query_with_attribute_words_in_the_browser(page, live_server: str, people: dict,
+                                                         tmp_path: Path) -> None:
+    """Words added to an image query re-score its results, each showing the asked attributes'
+    probabilities; an unknown word is named in the page's error area."""
+    query = write_rgb(tmp_path / "walker.jpg", pedestrian("blue", "black", seed=99))
+    page.goto(f"{live_server}/galleries/pedestrians")
+    page.fill("#query-attr", "red top")
+    page.set_input_files("#file", str(query))
+    page.wait_for_selector(".card .why", timeout=120_000)
+    cards = page.locator(".card")
+    assert cards.count() >= 3
+    for k in range(cards.count()):
+        assert cards.nth(k).locator(".why").inner_text().startswith("upperBodyRed ")
+    assert "with: red top" in page.inner_text("#query-status")
+    cards.nth(0).click()
+    page.wait_for_selector("#match[open]")
+    assert "Attributes asked for: upperBodyRed" in page.inner_text("#match-note")
+    page.click("#match .close")
+
+    page.fill("#query-attr", "red top, purple hat")
+    page.locator("#query-attr").press("Tab")  # a changed field runs the query again
+    page.wait_for_selector("#query-error:not([hidden])", timeout=120_000)
+    assert "unknown attribute 'purple hat'" in page.inner_text("#query-error")
+    assert page.locator(".card").count() == 0
+
+    page.goto(f"{live_server}/galleries/pedestrians-plain")  # no attributes: no field
+    assert page.locator("#query-form").count() == 1 and page.locator("#query-attr").count() == 0
