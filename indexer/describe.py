@@ -9,7 +9,7 @@ import numpy as np
 
 from indexer.extractors import build_global, build_joint, build_local
 from indexer.extractors.base import GlobalExtractor, JointExtractor, LocalExtractor
-from indexer.features import LocalFeatures
+from indexer.features import LocalFeatures, strongest_rows
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,35 @@ def _decode_uint4(packed: np.ndarray) -> np.ndarray:
     """(N, D / 2) codes -> (N, D) float32 (a gather by byte; twice as fast as shifting, masking
     and scaling into strided halves)."""
     return np.take(_UINT4_PAIRS, packed).view(np.float32).reshape(len(packed), 2 * packed.shape[1])
+
+
+_PER_FEATURE = ("keypoints", "scores", "descriptors", "descriptors_u4")
+
+
+class StoredLocal:
+    """One image's local features as the store holds them, decoded when asked: all of them
+    (`full`, kept once decoded) or only the `strongest` n rows. Re-ranking screens a shortlist on
+    each candidate's strongest features and matches only a few candidates in full, so most records
+    are never decoded whole."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+        self._full: LocalFeatures | None = None
+
+    def __len__(self) -> int:
+        return len(self.arrays["keypoints"])
+
+    def full(self) -> LocalFeatures:
+        if self._full is None:
+            self._full = local_from_arrays(self.arrays)
+        return self._full
+
+    def strongest(self, n: int) -> LocalFeatures:
+        if self._full is not None or len(self) <= n:
+            full = self.full()
+            return full.subset(strongest_rows(full.scores, len(full), n))
+        rows = strongest_rows(self.arrays.get("scores"), len(self), n)
+        return local_from_arrays({k: v[rows] if k in _PER_FEATURE else v for k, v in self.arrays.items()})
 
 
 def local_from_arrays(arrays: dict[str, np.ndarray]) -> LocalFeatures:

@@ -28,7 +28,23 @@ class LocalFeatures:
     def __len__(self) -> int:
         return len(self.keypoints)
 
+    def subset(self, rows: np.ndarray) -> LocalFeatures:
+        """The features at `rows`."""
+        scores = None if self.scores is None else self.scores[rows]
+        return LocalFeatures(self.keypoints[rows], self.descriptors[rows], scores)
+
     @classmethod
     def empty(cls, dim: int) -> LocalFeatures:
         """No features (an image too small or too flat to have any)."""
         return cls(np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, np.float32))
+
+
+def strongest_rows(scores: np.ndarray | None, count: int, n: int) -> np.ndarray:
+    """Rows of the n strongest of `count` features by score (the first n without scores), in
+    stored order."""
+    if count <= n:
+        return np.arange(count)
+    if scores is None:
+        return np.arange(n)
+    order = np.argpartition(-np.asarray(scores, np.float32), n - 1)[:n]
+    return np.sort(order)

@@ -25,10 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from indexer.features import LocalFeatures
+from indexer.describe import StoredLocal
+from indexer.features import LocalFeatures, strongest_rows
 from indexer.registry import Registry
 from matcher.matching import blas_threads, match_pairs
 from matcher.verification import Verification, matched_points, verify
+
+# A shortlist entry: decoded features, or a stored record decoded in the matching threads as needed.
+Candidate = LocalFeatures | StoredLocal
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class RerankConf:
     screen_features: int | None = 128
     screen_keep: int = 12
     screen_global: int = 8
+    # The candidates' own strongest features screened against (None: all of them). With a limit,
+    # the chosen candidates are matched in full afresh (the screening matches are not theirs).
+    screen_candidate_features: int | None = None
 
     @property
     def name(self) -> str:
@@ -59,6 +66,8 @@ class RerankConf:
         text = f"{self.matcher}+{self.verifier}-{self.model}"
         if self.screens:
             text += f"+screen{self.screen_features}-{self.screen_global}+{self.screen_keep}"
+            if self.screen_candidate_features is not None:
+                text += f"x{self.screen_candidate_features}"
         return text + (f"+verified-qe{self.expansion}" if self.expansion else "")
 
     @property
@@ -96,7 +105,7 @@ class StageTimes:
 
 
 def count_inliers(
-    query: LocalFeatures, candidates: Sequence[LocalFeatures], conf: RerankConf,
+    query: LocalFeatures, candidates: Sequence[Candidate], conf: RerankConf,
     times: StageTimes | None = None,
 ) -> np.ndarray:
     """Verified inlier count of each candidate against the query, (N,) int; -1 for a candidate
@@ -107,7 +116,9 @@ def count_inliers(
     and candidates outside the `screen_global` first and the `screen_keep` with the most of those
     matches are not verified. The others get exactly the matches (and inliers) of full matching:
     without the mutual check a query feature's match depends on no other query feature, so the
-    strong features' matches are reused and only the rest of the query is matched again.
+    strong features' matches are reused and only the rest of the query is matched again. With
+    `screen_candidate_features` the screening looks at each candidate's strongest features only
+    (stored records decode just those), and the chosen candidates are matched in full afresh.
     """
     times = times or StageTimes()
     start = time.perf_counter()
@@ -116,14 +127,19 @@ def count_inliers(
     if rest is None:
         chosen = list(range(len(candidates)))
         matches = _match_in_parallel(query, candidates, conf)
-    else:
-        screened = _match_in_parallel(_subset(query, strong), candidates, conf)
+    elif conf.screen_candidate_features is not None:
+        screened = _match_in_parallel(query.subset(strong), candidates, conf,
+                                      conf.screen_candidate_features)
         chosen = _screened_candidates([len(m) for m in screened], conf).tolist()
-        more = _match_in_parallel(_subset(query, rest), [candidates[k] for k in chosen], conf)
+        matches = _match_in_parallel(query, [candidates[k] for k in chosen], conf)
+    else:
+        screened = _match_in_parallel(query.subset(strong), candidates, conf)
+        chosen = _screened_candidates([len(m) for m in screened], conf).tolist()
+        more = _match_in_parallel(query.subset(rest), [candidates[k] for k in chosen], conf)
         matches = [_merge(screened[k], strong, extra, rest) for k, extra in zip(chosen, more, strict=True)]
     start = times.add("matching", start)
     for k, pairs in zip(chosen, matches, strict=True):
-        inliers[k] = _verify(query, candidates[k], pairs, conf).inliers
+        inliers[k] = _verify(query, _full(candidates[k]), pairs, conf).inliers
     times.add("verification", start)
     return inliers
 
@@ -143,9 +159,20 @@ def _screening_split(
     return np.sort(order[:n]), np.sort(order[n:])
 
 
-def _subset(features: LocalFeatures, rows: np.ndarray) -> LocalFeatures:
-    scores = None if features.scores is None else features.scores[rows]
-    return LocalFeatures(features.keypoints[rows], features.descriptors[rows], scores)
+def _full(candidate: Candidate) -> LocalFeatures:
+    return candidate.full() if isinstance(candidate, StoredLocal) else candidate
+
+
+def _strongest(candidate: Candidate, n: int | None) -> LocalFeatures:
+    """All of a candidate's features (n None), or its n strongest (by detector score; the first n
+    without scores), in stored order; a stored record decodes only those."""
+    if n is None:
+        return _full(candidate)
+    if isinstance(candidate, StoredLocal):
+        return candidate.strongest(n)
+    if len(candidate) <= n:
+        return candidate
+    return candidate.subset(strongest_rows(candidate.scores, len(candidate), n))
 
 
 def _screened_candidates(counts: Sequence[int], conf: RerankConf) -> np.ndarray:
@@ -200,14 +227,17 @@ def match_pair(query: LocalFeatures, candidate: LocalFeatures, conf: RerankConf)
 
 
 def _match_in_parallel(
-    query: LocalFeatures, candidates: Sequence[LocalFeatures], conf: RerankConf
+    query: LocalFeatures, candidates: Sequence[Candidate], conf: RerankConf,
+    strongest: int | None = None,
 ) -> list[np.ndarray]:
     """`match_pairs` over `conf.workers` interleaved slices of the shortlist (numpy frees the GIL),
-    BLAS held to one thread in each (capped once around them: the cap is process-wide)."""
+    BLAS held to one thread in each (capped once around them: the cap is process-wide); each
+    candidate's features (its `strongest` only, when given) are decoded in the worker."""
     workers = max(1, min(conf.workers, len(candidates)))
 
-    def match(part: Sequence[LocalFeatures]) -> list[np.ndarray]:
-        return match_pairs(query, part, conf.matcher, conf.ratio, conf.mutual,
+    def match(part: Sequence[Candidate]) -> list[np.ndarray]:
+        features = [_strongest(c, strongest) for c in part]
+        return match_pairs(query, features, conf.matcher, conf.ratio, conf.mutual,
                            workers=-1 if conf.matcher == "brute" else 1,
                            distance_bound=conf.distance_bound)
 

@@ -8,9 +8,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.describe import Description, local_from_arrays
+from indexer.describe import Description, StoredLocal, local_from_arrays
 from indexer.features import LocalFeatures
-from matcher.rerank import RerankConf, StageTimes, count_inliers, expanded_query, order_by_inliers
+from matcher.rerank import (
+    Candidate,
+    RerankConf,
+    StageTimes,
+    count_inliers,
+    expanded_query,
+    order_by_inliers,
+)
 from storage.feature_store import Store
 from storage.vector_index import VectorIndex
 
@@ -90,8 +97,13 @@ class Searcher:
             times.add("kreciprocal", start)
         return SearchResult(hits[:top_k], times.seconds)
 
-    def _load(self, image_ids: list[int]) -> list[LocalFeatures]:
-        return load_local_features(self.store, image_ids, self.conf.workers)
+    def _load(self, image_ids: list[int]) -> list[Candidate]:
+        """The shortlist's stored records, read now and decoded by the matching threads as far as
+        re-ranking needs them (`StoredLocal`); decoded in full here where no screening decodes
+        less."""
+        if self.conf.screens and self.conf.screen_candidate_features is not None:
+            return [StoredLocal(a) for a in self.store.get_many(image_ids)]
+        return list(load_local_features(self.store, image_ids, self.conf.workers))
 
     def _kreciprocal(self, vec: np.ndarray, hits: list[Hit], shortlist: int) -> list[Hit]:
         """The shortlist in k-reciprocal order (scores: minus the re-ranked distance), then the rest."""

@@ -10,8 +10,9 @@ in each mode in turn, so their timings come from the same minutes of a shared ma
 Holidays mAP over the same queries is reported too (the full ranking, query left out), so a slow
 mode can be compared on a subset of queries. `--exhaustive-too` adds each mode without screening
 (`<mode>-exhaustive`: every candidate matched with every query feature and verified), and
-`--screen F:G:K ...` adds each mode with other screening settings (`<mode>@F:G:K`: F query
-features screen, the first G and the K best screened are matched in full).
+`--screen F:G:K[:C] ...` adds each mode with other screening settings (`<mode>@F:G:K`: F query
+features screen, against each candidate's C strongest when given, and the first G and the K best
+screened are matched in full).
 Each query image is read and described afresh (extraction), searched in FAISS, and its top
 `--shortlist` re-ranked; medians over queries are reported per stage, with `rerank` = loading +
 matching + verification (what the foundation issue's 0.3 s budget covers). CPU seconds of the
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--rerank-mode", nargs="+", default=["ours"], choices=tuple(RERANK_MODES))
     parser.add_argument("--model", default=None, help="as `tansaku eval retrieval --model`")
     parser.add_argument("--db", default=None)
-    parser.add_argument("--screen", nargs="*", default=[], metavar="F:G:K",
+    parser.add_argument("--screen", nargs="*", default=[], metavar="F:G:K[:C]",
                         help="also run each mode with these screening settings")
     parser.add_argument("--exhaustive-too", action="store_true",
                         help="also run each mode with screening off, on the same queries")
@@ -67,9 +68,10 @@ def main() -> None:
             conf = replace(conf, verifier=args.verifier)
         confs[mode] = conf
         for variant in args.screen:
-            features, head, keep = (int(x) for x in variant.split(":"))
+            features, head, keep, *own = (int(x) for x in variant.split(":"))
             confs[f"{mode}@{variant}"] = replace(conf, screen_features=features, screen_global=head,
-                                                 screen_keep=keep)
+                                                 screen_keep=keep,
+                                                 screen_candidate_features=own[0] if own else None)
         if args.exhaustive_too and conf.screens:
             confs[f"{mode}-exhaustive"] = replace(conf, screen_features=None)
     searchers = {mode: opened.searcher(conf) for mode, conf in confs.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.describe import UINT8_SCALE, Description, local_from_arrays, to_arrays
+from indexer.describe import UINT8_SCALE, Description, StoredLocal, local_from_arrays, to_arrays
 from indexer.extractors.sift import rootsift, select_keypoints
 from indexer.features import LocalFeatures
 from storage.feature_store import decode_arrays, encode_arrays
@@ -70,3 +70,18 @@ def test_uint4_codes_round_trip_within_half_a_level_and_halve_the_bytes() -> Non
     assert np.abs(back.descriptors - clipped).max() <= 0.5 / UINT4_SCALE + 1e-6
     sims = back.descriptors @ local.descriptors.T
     assert (sims.argmax(axis=1) == np.arange(len(local))).mean() > 0.95
+
+
+@pytest.mark.parametrize("dtype", ["uint4", "float16"])
+def test_a_stored_record_decodes_its_strongest_rows_alone_as_the_full_decode_has_them(dtype) -> None:
+    local = rootsift(sample_image("astronaut", 320), max_features=200)
+    arrays = decode_arrays(encode_arrays(to_arrays(Description(np.ones(4, np.float32), local), dtype)))
+    full = local_from_arrays(arrays)
+    stored = StoredLocal(arrays)
+    head = stored.strongest(50)
+    assert len(head) == 50 and stored._full is None  # nothing decoded whole
+    rows = np.argsort(-full.scores.astype(np.float32), kind="stable")[:50]
+    assert set(map(tuple, head.keypoints.tolist())) == set(map(tuple, full.keypoints[rows].tolist()))
+    np.testing.assert_array_equal(head.descriptors, full.descriptors[np.sort(rows)])  # stored order
+    np.testing.assert_array_equal(stored.full().descriptors, full.descriptors)
+    assert len(stored.strongest(500)) == len(full)  # fewer than asked: all of them

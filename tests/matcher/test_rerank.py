@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from indexer.features import LocalFeatures
 from matcher.rerank import RERANK_MODES, count_inliers, match_pair
@@ -72,6 +73,29 @@ def test_screening_verifies_the_chosen_candidates_exactly_as_exhaustive_matching
     # keeping every candidate gives exhaustive matching's counts
     everything = replace(exhaustive, screen_features=30, screen_global=0, screen_keep=6)
     assert count_inliers(query, shortlist, everything).tolist() == full.tolist()
+
+
+def test_screening_against_the_candidates_strongest_features_verifies_the_chosen_in_full() -> None:
+    query, shortlist = _shortlist()
+    exhaustive = replace(RERANK_MODES["ours"], screen_features=None)
+    full = count_inliers(query, shortlist, exhaustive)
+    own = replace(exhaustive, screen_features=30, screen_global=1, screen_keep=1,
+                  screen_candidate_features=40)
+    screened = count_inliers(query, shortlist, own)
+    assert screened[3] == full[3] and screened[0] == full[0]  # matched afresh, in full
+    assert screened[[1, 2, 4, 5]].tolist() == [-1, -1, -1, -1]
+    assert own.name.endswith("screen30-1+1x40+verified-qe2")
+
+
+def test_strongest_features_are_chosen_by_score_in_stored_order() -> None:
+    from matcher.rerank import _strongest
+
+    feats = LocalFeatures(np.arange(10, dtype=np.float32).reshape(5, 2), np.eye(5, 4, dtype=np.float32),
+                          np.array([0.1, 0.9, 0.3, 0.8, 0.2], np.float32))
+    assert _strongest(feats, 2).scores.tolist() == pytest.approx([0.9, 0.8])
+    assert _strongest(feats, 9) is feats
+    unscored = LocalFeatures(feats.keypoints, feats.descriptors)
+    assert _strongest(unscored, 2).keypoints.tolist() == feats.keypoints[:2].tolist()
 
 
 def test_screening_is_off_where_it_cannot_save_work() -> None:
