@@ -28,7 +28,7 @@ class LocalFeatures:
     def __len__(self) -> int:
         return len(self.keypoints)
 
-    def subset(self, rows: np.ndarray) -> LocalFeatures:
+    def subset(self, rows: slice | np.ndarray) -> LocalFeatures:
         """The features at `rows`."""
         scores = None if self.scores is None else self.scores[rows]
         return LocalFeatures(self.keypoints[rows], self.descriptors[rows], scores)
@@ -39,12 +39,11 @@ class LocalFeatures:
         return cls(np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, np.float32))
 
 
-def strongest_rows(scores: np.ndarray | None, count: int, n: int) -> np.ndarray:
-    """Rows of the n strongest of `count` features by score (the first n without scores), in
-    stored order."""
-    if count <= n:
-        return np.arange(count)
-    if scores is None:
-        return np.arange(n)
+def strongest_rows(scores: np.ndarray | None, count: int, n: int) -> slice | np.ndarray:
+    """Rows of the n strongest of `count` features by score, in stored order: a slice where that
+    is a prefix (no scores: the first n; scores stored strongest first, as extractors keep them),
+    sorted positions otherwise."""
+    if count <= n or scores is None or bool(np.all(scores[1:] <= scores[:-1])):
+        return slice(0, min(n, count))
     order = np.argpartition(-np.asarray(scores, np.float32), n - 1)[:n]
     return np.sort(order)

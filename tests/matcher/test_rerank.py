@@ -61,7 +61,8 @@ def _shortlist(seed: int = 1) -> tuple[LocalFeatures, list[LocalFeatures]]:
 
 def test_screening_verifies_the_chosen_candidates_exactly_as_exhaustive_matching() -> None:
     query, shortlist = _shortlist()
-    exhaustive = replace(RERANK_MODES["ours"], screen_features=None)
+    # against all of each candidate's features: the strong query features' matches are reused
+    exhaustive = replace(RERANK_MODES["ours"], screen_features=None, screen_candidate_features=None)
     full = count_inliers(query, shortlist, exhaustive)
     # 30 of 120 query features screen; the first candidate and the best screened one are kept
     screened = count_inliers(query, shortlist, replace(exhaustive, screen_features=30,
