@@ -22,9 +22,9 @@ removal from them): a removed vector's entry stays in its list as a tombstone, t
 and repeats of an id added again. Once tombstones pass `COMPACT_AT` of the live vectors the lists
 are rebuilt from the store.
 An approximate index is trained from the gallery's own vectors, and its search parameters (`nprobe`,
-and the HNSW quantizer's `efSearch`) are chosen when it is built: the smallest that reaches
-recall@10 >= `target_recall` against exact search on a held-back sample of those vectors
-(`tune`). Kind, parameters and the recall measured are stored with the index, in a small header of
+the HNSW quantizer's `efSearch`, and for fast-scan lists the shortlist's `k_factor`) are chosen when
+it is built: the smallest that reaches recall@10 >= `target_recall` against exact search on a
+held-back sample of those vectors (`tune`). Kind, parameters and the recall measured are stored with the index, in a small header of
 the same file (files without it, written before, are exact indexes and load as before).
 
 The index on disk is always a CPU index; `search` moves a copy to the GPU when a faiss GPU build and
@@ -275,7 +275,8 @@ class VectorIndex:
             if recall >= target:
                 break
         if self.refine is not None and recall >= target:
-            for self.k_factor in K_FACTORS:
+            for k_factor in K_FACTORS:
+                self.k_factor = k_factor
                 shorter = self.recall(queries, query_ids, expected, k)
                 if shorter >= target:
                     recall = shorter
