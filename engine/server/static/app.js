@@ -123,18 +123,24 @@ const tansaku = (() => {
       showError($("#query-error"), null);
       $("#query-status").textContent = "searching…";
       const started = performance.now();
+      const ticket = ++latest;
       try {
         const result = await api(`/api/galleries/${encodeURIComponent(gallery)}/attributes/query?${params}`);
+        if (ticket !== latest) return;
         const ms = Math.round(performance.now() - started);
         $("#query-status").textContent = `${result.results.length} people in ${ms} ms for: ${words}`;
         renderResults(result);
       } catch (e) {
+        if (ticket !== latest) return;
         $("#query-status").textContent = "";
         $("#results").replaceChildren();
         showError($("#query-error"), e);
       }
     }
   }
+  // only the latest query's answer is shown: an earlier one still on its way (a setting changed
+  // while it ran) must not overwrite it
+  let latest = 0;
   // why a person matched an attribute query: each asked-for attribute's probability
   const why = (r) => Object.entries(r.matched_attributes || {}).map(([name, p]) => `${name} ${Math.round(100 * p)}%`);
   async function query(gallery, form, file) {
@@ -150,13 +156,16 @@ const tansaku = (() => {
     showError($("#query-error"), null);
     $("#query-status").textContent = "searching…";
     const started = performance.now();
+    const ticket = ++latest;
     try {
       const result = await api(`/api/galleries/${encodeURIComponent(gallery)}/query`, { method: "POST", body: data });
+      if (ticket !== latest) return;
       const ms = Math.round(performance.now() - started);
       $("#query-status").textContent = `${result.results.length} results in ${ms} ms for ${file.name}` +
         (words ? ` with: ${words}` : "");
       renderResults(result);
     } catch (e) {
+      if (ticket !== latest) return;
       $("#query-status").textContent = "";
       $("#results").replaceChildren();
       showError($("#query-error"), e);
