@@ -61,6 +61,15 @@ class RerankConf:
     # the chosen candidates are matched in full afresh (the screening matches are not theirs).
     screen_candidate_features: int | None = 192
 
+    def __post_init__(self) -> None:
+        for field_name in ("screen_features", "screen_candidate_features"):
+            value = getattr(self, field_name)
+            if value is not None and value < 1:
+                raise ValueError(f"{field_name} must be >= 1 or None (off), got {value}")
+        if self.screen_keep < 0 or self.screen_global < 0:
+            raise ValueError(f"screen_keep and screen_global must be >= 0, got "
+                             f"{self.screen_keep}, {self.screen_global}")
+
     @property
     def name(self) -> str:
         """A short description for reports, e.g. `brute+degensac-homography+verified-qe2`."""

@@ -114,3 +114,11 @@ def test_screened_candidates_are_the_global_head_and_the_most_screening_matches(
     conf = replace(RERANK_MODES["ours"], screen_global=2, screen_keep=2)
     # positions 0, 1 always; then 5 (9 matches) and 3 (7, before 4's 7 by global order)
     assert _screened_candidates([0, 9, 1, 7, 7, 9], conf).tolist() == [0, 1, 3, 5]
+
+
+def test_screening_settings_that_would_screen_nothing_are_refused() -> None:
+    with pytest.raises(ValueError, match="screen_candidate_features"):
+        replace(RERANK_MODES["ours"], screen_candidate_features=0)
+    with pytest.raises(ValueError, match="screen_features"):
+        replace(RERANK_MODES["ours"], screen_features=0)
+    assert replace(RERANK_MODES["ours"], screen_features=None).screens is False
