@@ -117,33 +117,37 @@ const tansaku = (() => {
       remember(() => search(words));
       search(words);
     });
-    async function search(words) {
+    function search(words) {
       const params = new URLSearchParams({ q: words, top_k: form.elements.top_k.value });
       $("#query-preview").hidden = true;
-      showError($("#query-error"), null);
-      $("#query-status").textContent = "searching…";
-      const started = performance.now();
-      const ticket = ++latest;
-      try {
-        const result = await api(`/api/galleries/${encodeURIComponent(gallery)}/attributes/query?${params}`);
-        if (ticket !== latest) return;
-        const ms = Math.round(performance.now() - started);
-        $("#query-status").textContent = `${result.results.length} people in ${ms} ms for: ${words}`;
-        renderResults(result);
-      } catch (e) {
-        if (ticket !== latest) return;
-        $("#query-status").textContent = "";
-        $("#results").replaceChildren();
-        showError($("#query-error"), e);
-      }
+      return show(() => api(`/api/galleries/${encodeURIComponent(gallery)}/attributes/query?${params}`),
+        (result, ms) => `${result.results.length} people in ${ms} ms for: ${words}`);
     }
   }
-  // only the latest query's answer is shown: an earlier one still on its way (a setting changed
-  // while it ran) must not overwrite it
+  // Run one query and show its answer (or its error) with `describe(result, ms)` as the status.
+  // Only the latest query's answer is shown: an earlier one still on its way (a setting changed
+  // while it ran) must not overwrite it.
   let latest = 0;
+  async function show(request, describe) {
+    showError($("#query-error"), null);
+    $("#query-status").textContent = "searching…";
+    const started = performance.now();
+    const ticket = ++latest;
+    try {
+      const result = await request();
+      if (ticket !== latest) return;
+      $("#query-status").textContent = describe(result, Math.round(performance.now() - started));
+      renderResults(result);
+    } catch (e) {
+      if (ticket !== latest) return;
+      $("#query-status").textContent = "";
+      $("#results").replaceChildren();
+      showError($("#query-error"), e);
+    }
+  }
   // why a person matched an attribute query: each asked-for attribute's probability
   const why = (r) => Object.entries(r.matched_attributes || {}).map(([name, p]) => `${name} ${Math.round(100 * p)}%`);
-  async function query(gallery, form, file) {
+  function query(gallery, form, file) {
     const data = new FormData();
     data.append("file", file);
     for (const name of ["top_k", "shortlist", "mode"]) data.append(name, form.elements[name].value);
@@ -153,23 +157,8 @@ const tansaku = (() => {
     const preview = $("#query-preview");
     preview.src = URL.createObjectURL(file);
     preview.hidden = false;
-    showError($("#query-error"), null);
-    $("#query-status").textContent = "searching…";
-    const started = performance.now();
-    const ticket = ++latest;
-    try {
-      const result = await api(`/api/galleries/${encodeURIComponent(gallery)}/query`, { method: "POST", body: data });
-      if (ticket !== latest) return;
-      const ms = Math.round(performance.now() - started);
-      $("#query-status").textContent = `${result.results.length} results in ${ms} ms for ${file.name}` +
-        (words ? ` with: ${words}` : "");
-      renderResults(result);
-    } catch (e) {
-      if (ticket !== latest) return;
-      $("#query-status").textContent = "";
-      $("#results").replaceChildren();
-      showError($("#query-error"), e);
-    }
+    return show(() => api(`/api/galleries/${encodeURIComponent(gallery)}/query`, { method: "POST", body: data }),
+      (result, ms) => `${result.results.length} results in ${ms} ms for ${file.name}` + (words ? ` with: ${words}` : ""));
   }
   function renderResults(result) {
     const cards = result.results.map((r) => {
