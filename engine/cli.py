@@ -111,10 +111,13 @@ def query(
     explain: Annotated[Path | None, typer.Option(
         help="Write heat maps of the query and each result here (person galleries with abn:CKPT).")
     ] = None,
+    tracklets: Annotated[bool, typer.Option(
+        "--tracklets", help="Rank the gallery's tracklets (all images of one person and camera, "
+        "from Market-style names), each described by the mean of its frames.")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Rank a gallery's images for IMAGE (and/or attributes)."""
+    """Rank a gallery's images (or tracklets) for IMAGE, a folder (a tracklet), or attributes."""
     from engine.core import rerank_conf
 
     engine = _engine(db)
@@ -128,7 +131,7 @@ def query(
         result = engine.query(image, gallery, top_k=top_k, shortlist=shortlist,
                               rerank=not no_rerank and not kreciprocal, conf=conf,
                               kreciprocal=kreciprocal and not no_rerank, explain=explain,
-                              attributes=attr)
+                              attributes=attr, tracklets=tracklets)
     if save_matches is not None:
         if engine.get_gallery(gallery).profile == "person":
             written = engine.save_matches(result, save_matches)
@@ -163,7 +166,9 @@ def _print_results(result: Any) -> None:
         attrs = f"  [{', '.join(r.attributes)}]" if getattr(r, "attributes", None) else ""
         matched = getattr(r, "matched_attributes", None)  # why it matched an attribute query
         why = "  (" + ", ".join(f"{k} {v:.2f}" for k, v in matched.items()) + ")" if matched else ""
-        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{box}{why}{attrs}")
+        frames = getattr(r, "frames", None)  # a tracklet result: how many images it holds
+        count = f"  ({len(frames)} frames)" if frames else ""
+        typer.echo(f"{r.rank:5d}  {r.score:6.3f}  {inliers}  {r.path}{count}{box}{why}{attrs}")
 
 
 @app.command("galleries")

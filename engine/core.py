@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from engine.errors import NotFoundError, TansakuError
 from engine.settings import Settings
+from engine.tracklets import Tracklets
 from engine.warm import WarmGalleries
 from indexer.config import WHITENING_DEFAULTS, ConfigError, GalleryConfig, parse_config
 from indexer.describe import Describer, Description, local_from_arrays
@@ -72,10 +73,12 @@ class RankedImage:
     attributes: list[str] | None = None  # predicted attributes (galleries with an attribute model)
     # queries by attributes: each asked-for attribute's probability for this person (why it matched)
     matched_attributes: dict[str, float] | None = None
+    # tracklet searches (`--tracklets`): the images of this result's tracklet, `path` the first
+    frames: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """One result of `tansaku query --json` (person and camera ids only where known)."""
-        optional = ("person_id", "camera_id", "box", "attributes", "matched_attributes")
+        optional = ("person_id", "camera_id", "box", "attributes", "matched_attributes", "frames")
         return {k: v for k, v in self.__dict__.items() if v is not None or k not in optional}
 
 
@@ -207,6 +210,25 @@ class OpenGallery:
                     matched = {n: float(v) for n, v in zip(labels, p, strict=True)}
         return RankedImage(rank, path, hit.score, hit.inliers, hit.image_id, source or "",
                            rel, row.person_id, row.camera_id, box, attrs, matched)
+
+    @cached_property
+    def tracklets(self) -> Tracklets:
+        """The gallery's images grouped into tracklets (person and camera), pooled once per
+        opened gallery (see `engine.tracklets`)."""
+        if self.gallery.profile != "person":
+            raise TansakuError(f"tracklet search applies to person galleries; gallery "
+                               f"{self.gallery.name!r} has profile {self.gallery.profile!r}")
+        return Tracklets.from_index(self.rows.values(), self.index)
+
+    def ranked_tracklets(self, found: list[tuple[int, float]]) -> list[RankedImage]:
+        """Tracklet hits as results: the first frame's result, with every frame's path."""
+        out = []
+        for rank, (t, score) in enumerate(found, start=1):
+            members = self.tracklets.members[t]
+            first = self._result(rank, Hit(members[0], score))
+            frames = [str(self.image_file(i)) for i in members]
+            out.append(replace(first, frames=frames))
+        return out
 
     @cached_property
     def attribute_names(self) -> tuple[str, ...] | None:
@@ -516,10 +538,12 @@ class Engine:
         self, image: str | Path, gallery: str, top_k: int = 10, shortlist: int = 100,
         rerank: bool = True, conf: RerankConf | None = None, kreciprocal: bool = False,
         explain: str | Path | None = None, attributes: str | None = None,
+        tracklets: bool = False,
     ) -> QueryResult:
         """Rank `gallery` for the image (or tracklet folder) at `image`; `kreciprocal` re-ranks a
         person gallery's shortlist by k-reciprocal encoding; `attributes` re-scores the shortlist by
-        them; with `explain`, write heat maps of each result there (see `matcher.explain`)."""
+        them; `tracklets` ranks the gallery's tracklets instead of its images; with `explain`,
+        write heat maps of each result there (see `matcher.explain`)."""
         path = Path(image).expanduser()
         if not path.exists():
             raise TansakuError(f"query image not found: {path}")
@@ -534,7 +558,7 @@ class Engine:
             description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
         result = self.search_description(opened, description, str(path), top_k, shortlist, rerank,
-                                         conf, kreciprocal, attributes, extraction)
+                                         conf, kreciprocal, attributes, extraction, tracklets)
         if explain is not None:
             self._explain(opened, pixels, result.results, Path(explain).expanduser())
         return result
@@ -558,11 +582,24 @@ class Engine:
         self, opened: OpenGallery, description: Description, label: str, top_k: int = 10,
         shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
         kreciprocal: bool = False, attributes: str | None = None, extraction: float = 0.0,
+        tracklets: bool = False,
     ) -> QueryResult:
         """Rank an open gallery for a query already described; `extraction` is the seconds that
-        describing it took (reported with the search's own stages)."""
+        describing it took (reported with the search's own stages); `tracklets` ranks the
+        gallery's tracklets (person and camera) instead of its images."""
         if top_k < 1 or shortlist < 1:
             raise TansakuError("--top-k and --shortlist must be at least 1")
+        if tracklets:
+            if kreciprocal or attributes:
+                raise TansakuError("--tracklets ranks whole tracklets; it does not combine with "
+                                   "--kreciprocal or --attr")
+            start = time.perf_counter()
+            vector = opened.projected(description)
+            found = opened.tracklets.search(
+                description.global_vector if vector is None else vector, top_k)
+            times = {"extraction": extraction, "search": time.perf_counter() - start}
+            return QueryResult(label, opened.gallery.name, opened.ranked_tracklets(found), times,
+                               description)
         if kreciprocal and opened.gallery.profile != "person":
             raise TansakuError("k-reciprocal re-ranking applies to person galleries; landmark "
                                "galleries re-rank by geometry (--rerank-mode ours|delf)")
