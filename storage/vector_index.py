@@ -24,8 +24,9 @@ are rebuilt from the store.
 An approximate index is trained from the gallery's own vectors, and its search parameters (`nprobe`,
 the HNSW quantizer's `efSearch`, and for fast-scan lists the shortlist's `k_factor`) are chosen when
 it is built: the smallest that reaches recall@10 >= `target_recall` against exact search on a
-held-back sample of those vectors (`tune`). Kind, parameters and the recall measured are stored with the index, in a small header of
-the same file (files without it, written before, are exact indexes and load as before).
+held-back sample of those vectors (`tune`). Kind, parameters and the recall measured are stored
+with the index, in a small header of the same file (files without it, written before, are exact
+indexes and load as before).
 
 The index on disk is always a CPU index; `search` moves a copy to the GPU when a faiss GPU build and
 a GPU are present (`_to_gpu`, the one place that asks). Faiss' GPU indexes cannot remove vectors and
