@@ -2,8 +2,8 @@
 
     python scripts/eval_abn.py viper CKPT [CKPT ...] [--root PATH] [--trials 10]
     python scripts/eval_abn.py caviar CKPT [--root PATH] [--trials 10]
-    python scripts/eval_abn.py masking CKPT [--root PATH] [--pairs 100]
-    python scripts/eval_abn.py explain CKPT --out DIR [--root PATH]
+    python scripts/eval_abn.py masking CKPT [--root PATH] [--pairs 100] [--test-half]
+    python scripts/eval_abn.py explain CKPT --out DIR [--root PATH] [--test-half]
     python scripts/eval_abn.py gog              # only the GOG descriptors of VIPeR (cached)
 
 Features are cached in `--cache` (default /tmp/abn-eval-cache), keyed by the checkpoint's path and
@@ -65,12 +65,14 @@ def abn_features(ckpt: Path, persons: PersonSet, cache: Path) -> dict[str, np.nd
 
     def compute() -> dict[str, np.ndarray]:
         model, temporal = load_abn(ckpt)
-        raw = describe_frames(model, read_rgb(persons.paths))
+        images = read_rgb(persons.paths)
+        raw = describe_frames(model, images)
+        heights = np.array([im.shape[0] for im in images], np.float32)
         scores = np.zeros(len(raw), np.float32)
         if temporal is not None:
             with torch.no_grad():
-                scores = temporal.scores(torch.from_numpy(raw)).numpy()
-        return {"raw": raw, "scores": scores}
+                scores = temporal.scores(torch.from_numpy(heights)).numpy()
+        return {"raw": raw, "scores": scores, "heights": heights}
 
     st = ckpt.stat()
     return cached(cache, _key("abn", str(ckpt.resolve()), st.st_mtime, persons.paths), compute)
@@ -152,10 +154,16 @@ def cmd_caviar(args: argparse.Namespace) -> None:
                     print(json.dumps(r), flush=True)
 
 
-def _viper_pairs(root: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+def _viper_pairs(root: Path, n: int, test_half: bool = False
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """n random VIPeR persons' (cam_a, cam_b) images; with `test_half`, drawn from the test half
+    of trial 0 only (for a network fine-tuned on that trial's training half)."""
+    from engine.evaluation.reid_protocols import viper_splits
+
     persons = load_viper(root / "viper")
     rng = np.random.default_rng(0)
-    ids = rng.choice(np.unique(persons.pids), n, replace=False)
+    pool = viper_splits(persons.pids, 1, 0)[0][1] if test_half else np.unique(persons.pids)
+    ids = rng.choice(pool, n, replace=False)
     q, g = [], []
     for pid in ids:
         qa = [p for p, i, c in zip(persons.paths, persons.pids, persons.camids, strict=True)
@@ -172,7 +180,7 @@ def cmd_masking(args: argparse.Namespace) -> None:
     from indexer.models.reid_abn.explain import explain_pair, masking_effect, similarity_gradcam
     from indexer.models.reid_abn.model import load_abn
 
-    q, g, _ = _viper_pairs(args.root, args.pairs)
+    q, g, _ = _viper_pairs(args.root, args.pairs, args.test_half)
     for ckpt in args.ckpt:
         model, _ = load_abn(ckpt)
         kinds = ["grad-cam"] + (["attention"] if model.attention is not None else [])
@@ -197,7 +205,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from indexer.models.reid_abn.model import load_abn
     from matcher.explain import match_panel, write_panel
 
-    q, g, ids = _viper_pairs(args.root, 3)
+    q, g, ids = _viper_pairs(args.root, 3, args.test_half)
     model, _ = load_abn(args.ckpt[0])
     for a, b, pid in zip(q, g, ids, strict=True):
         maps, kind = explain_pair(model, a, b)
@@ -217,6 +225,9 @@ def main() -> None:
     parser.add_argument("--no-gog", dest="gog", action="store_false")
     parser.add_argument("--no-gog-alone", dest="gog_alone", action="store_false")
     parser.add_argument("--out", type=Path, default=Path("/tmp/abn-explain"))
+    parser.add_argument("--test-half", action="store_true",
+                        help="masking/explain: persons of trial 0's test half only (a network "
+                        "fine-tuned by viper_abn_finetune.py --save-first)")
     args = parser.parse_args()
     {"viper": cmd_viper, "caviar": cmd_caviar, "masking": cmd_masking, "explain": cmd_explain,
      "gog": cmd_gog}[args.command](args)

@@ -114,12 +114,20 @@ def evaluate_multishot(
     """Multi-shot protocol (see the module docstring); the `tansaku eval reid --json` fields.
 
     `normalizer` and `stages` (GOG's normaliser, C-DPCF, a fusion's per-part normalisation) are
-    fitted on each trial's training frames, as in `evaluate_viper`.
+    fitted on each trial's training frames, as in `evaluate_viper`. `features` (trials, N, D) and
+    `frame_scores` (trials, N) give each trial its own (a network fine-tuned on each trial's
+    training half); the frames drawn for each tracklet are the same either way.
     """
-    features = _check_features(features, len(person_set), "features")
+    per_trial = np.ndim(features) == 3
+    if per_trial and len(features) != trials:
+        raise ValueError(f"per-trial features: {len(features)} trials given, {trials} asked")
+    all_features = ([_check_features(f, len(person_set), "features") for f in features]
+                    if per_trial else [_check_features(features, len(person_set), "features")])
+    all_scores = (list(frame_scores) if per_trial and frame_scores is not None
+                  else [frame_scores] * len(all_features))
     if shots is not None and shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
-    if pooling == "attention" and (frame_scores is None or len(frame_scores) != len(features)):
+    if pooling == "attention" and any(s is None or len(s) != len(person_set) for s in all_scores):
         raise ValueError("attention pooling needs one score per frame")
     pids, camids = person_set.pids, person_set.camids
     track, t_pid, t_cam = tracklets(pids, camids)
@@ -129,12 +137,14 @@ def evaluate_multishot(
     results = []
     for t, (train_ids, test_ids) in enumerate(splits):
         train = np.isin(pids, train_ids)
+        features, frame_scores = all_features[t if per_trial else 0], all_scores[t if per_trial else 0]
         feats = _staged(stages, _normalized(normalizer, features, train), train, pids, camids)
         probe = np.flatnonzero(np.isin(t_pid, test_ids) & (t_cam == 1))
         gallery = np.flatnonzero((np.isin(t_pid, test_ids) & (t_cam == 2))
                                  | np.isin(t_pid, single))
 
-        def pooled(ts: np.ndarray, feats: np.ndarray = feats) -> np.ndarray:
+        def pooled(ts: np.ndarray, feats: np.ndarray = feats,
+                   frame_scores: np.ndarray | None = frame_scores) -> np.ndarray:
             out = []
             for tr in ts:
                 rows = _pick(members[tr], shots, rng)

@@ -41,23 +41,18 @@ def abn_method(images: Sequence[np.ndarray], checkpoint: str | Path) -> np.ndarr
 
 def abn_frame_scores(images: Sequence[np.ndarray], checkpoint: str | Path) -> np.ndarray:
     """(N,) temporal-attention scores of RGB crops: a tracklet's frame weights are the softmax of
-    its frames' scores (each frame is scored alone)."""
-    model, temporal = load_abn(checkpoint)
-    if temporal is None:
-        raise ModelLoadError(checkpoint, "checkpoint has no temporal attention (unfinished run)")
-    raw = describe_frames(model, list(images))
-    with torch.no_grad():
-        return temporal.scores(torch.from_numpy(raw)).numpy().astype(np.float64)
+    its frames' scores (each frame is scored alone, from its crop's height)."""
+    return frame_scores([im.shape[0] for im in images], checkpoint)
 
 
-def frame_weights(frames: np.ndarray, checkpoint: str | Path) -> np.ndarray:
-    """Temporal-attention weights (T,) of one tracklet's raw frame embeddings (T, 512)."""
+def frame_scores(heights: Sequence[int] | np.ndarray, checkpoint: str | Path) -> np.ndarray:
+    """(T,) temporal-attention scores of frames whose crops are `heights` pixels high."""
     _, temporal = load_abn(checkpoint)
     if temporal is None:
         raise ModelLoadError(checkpoint, "checkpoint has no temporal attention (unfinished run)")
     with torch.no_grad():
-        w = temporal.weights(torch.from_numpy(np.asarray(frames, np.float32))[None])[0]
-    return w.numpy().astype(np.float64)
+        scores = temporal.scores(torch.as_tensor(np.asarray(heights, np.float32)))
+    return scores.numpy().astype(np.float64)
 
 
 def pool_tracklet(frames: np.ndarray, pooling: Pooling = "mean",
@@ -80,6 +75,9 @@ def abn_tracklet(images: Sequence[np.ndarray], checkpoint: str | Path,
     """(512,) L2-normalised tracklet embedding and the frame weights used."""
     model, _ = load_abn(checkpoint)
     raw = describe_frames(model, list(images))
-    uniform = np.full(len(raw), 1.0 / len(raw))
-    w = frame_weights(raw, checkpoint) if pooling == "attention" else uniform
+    w = np.full(len(raw), 1.0 / len(raw))
+    if pooling == "attention":
+        scores = frame_scores([im.shape[0] for im in images], checkpoint)
+        w = np.exp(scores - scores.max())
+        w /= w.sum()
     return _normalize(pool_tracklet(raw, pooling, w)), w

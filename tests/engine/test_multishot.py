@@ -87,3 +87,19 @@ def test_xqda_learns_on_the_training_half(tmp_path: Path) -> None:
     X, _ = _features(persons)
     r = evaluate_multishot(X, persons, "xqda", trials=2, shots=2, pooling="mean")
     assert 0.0 < r["rank1"] <= 100.0 and r["shots"] == "2"
+
+
+def test_each_trial_can_have_its_own_features(tmp_path: Path) -> None:
+    persons = load_multishot(_folder(tmp_path))
+    X, scores = _features(persons)
+    shared = evaluate_multishot(X, persons, "euclidean", trials=3, shots=2, pooling="attention",
+                                frame_scores=scores)
+    stacked = evaluate_multishot(np.stack([X] * 3), persons, "euclidean", trials=3, shots=2,
+                                 pooling="attention", frame_scores=np.stack([scores] * 3))
+    assert stacked == shared  # the same frames are drawn either way
+    noise = np.random.default_rng(1).normal(size=X.shape)
+    worse = evaluate_multishot(np.stack([X, noise, X]), persons, "euclidean", trials=3, shots=2,
+                               pooling="attention", frame_scores=np.stack([scores] * 3))
+    assert worse["rank1"] < shared["rank1"]  # trial 2 was scored on its own (noise) features
+    with pytest.raises(ValueError, match="2 trials given, 3 asked"):
+        evaluate_multishot(np.stack([X] * 2), persons, "euclidean", trials=3)

@@ -84,3 +84,24 @@ def random_erase_(
             y1, x1 = max(y0 + 1, math.ceil((y + eh) * sy)), max(x0 + 1, math.ceil((x + ew) * sx))
             also[i, :, y0:y1, x0:x1] = 0.0
     return maps
+
+
+
+def swap_background_(
+    maps: torch.Tensor, donors: torch.Tensor, swap: torch.Tensor, border: float = 0.25,
+    also: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Background swap on feature maps, in place: where `swap` (B,) is True, the left and right
+    `border` fraction of the columns of `maps` (B, C, H, W) are replaced by those of crop
+    `donors[i]` (a crop of another person). A pedestrian crop's sides are mostly background, so
+    after the swap they no longer tell who the person is. `also` (coarser maps of the same
+    crops) gets the same columns, scaled to its width."""
+    if maps.shape[0] != swap.shape[0] or donors.shape != swap.shape:
+        raise ValueError("maps, donors and swap must have one row per crop")
+    rows = swap.nonzero().flatten()
+    for x in [maps] + ([also] if also is not None else []):
+        n = max(1, round(x.shape[3] * border))
+        source = x[donors[rows]].clone()
+        x[rows, :, :, :n] = source[..., :n]
+        x[rows, :, :, -n:] = source[..., -n:]
+    return maps

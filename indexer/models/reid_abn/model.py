@@ -15,8 +15,8 @@ Layout (input 256 x 128, H x W), sized so that training fits a shared CPU:
 
 Without the attention branch (`attention=False`) the same network is the baseline.
 
-`TemporalAttention` gives each frame of a tracklet a weight (softmax over the frames) from its
-embedding; a tracklet is the weighted mean of its frames.
+`TemporalAttention` gives each frame of a tracklet a weight (softmax over the frames) from how
+sharp the frame is (its crop's height in pixels); a tracklet is the weighted mean of its frames.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CHECKPOINT_FORMAT", "INPUT_SIZE", "AbnReid", "TemporalAttention", "load_abn",
            "preprocess"]
 
-CHECKPOINT_FORMAT = "tansaku-reid-abn/1"
+CHECKPOINT_FORMAT = "tansaku-reid-abn/2"  # /2: temporal attention from crop heights
 INPUT_SIZE = (256, 128)  # (height, width)
 MID_STAGE, STEM_STAGE = 4, 5  # (0-based) stages ending the attention's map and the frozen stem
 MID_CHANNELS = 112
@@ -103,6 +103,19 @@ class AbnReid(nn.Module):
         self.stem5.eval()
         return self
 
+    def new_identities(self, num_classes: int) -> AbnReid:
+        """Fresh identity layers for `num_classes` other identities (fine-tuning on a new set):
+        the classifier, and the attention branch's identity maps and the map computed from them;
+        everything else keeps its weights."""
+        device = self.classifier.weight.device
+        self.classifier = nn.Linear(self.embed_dim, num_classes, bias=False).to(device)
+        if self.attention is not None:
+            fresh = AttentionBranch(MID_CHANNELS, num_classes).to(device)
+            fresh.conv.load_state_dict(self.attention.conv.state_dict())
+            self.attention = fresh
+        self.num_classes = num_classes
+        return self
+
     def pretrained_parameters(self) -> list[nn.Parameter]:
         """The trainable ImageNet layers (the last stage and the head)."""
         return list(self.top.parameters())
@@ -146,29 +159,42 @@ class AbnReid(nn.Module):
 
 
 class TemporalAttention(nn.Module):
-    """Frame weights of a tracklet: a small MLP scores each frame's embedding, softmax over frames."""
+    """Frame weights of a tracklet from how sharp each frame is, not whom it shows: a small MLP
+    scores each frame from its crop's height in pixels (people far from the camera are blurred
+    when resized to the input), bounded to +-`bound`, softmax over the frames. Its last layer
+    starts at zero, so an untrained pooling is the mean; the bound keeps any frame's weight
+    within e^(2 bound) of another's, so a tracklet never collapses to one frame.
 
-    def __init__(self, dim: int = EMBED_DIM, hidden: int = 128) -> None:
+    The embedding's norm, a natural cue, is left out on purpose: it is inflated on the
+    identities the network was trained on (24.3 against 22.1 on unseen ones, CAVIAR4REID), so a
+    pooling trained on them learns a cue that misleads on new people.
+    """
+
+    def __init__(self, hidden: int = 16, bound: float = 2.0,
+                 ref_height: float = float(INPUT_SIZE[0])) -> None:
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(dim + 1, hidden), nn.ReLU(inplace=True),
-                                   nn.Linear(hidden, 1))
+        last = nn.Linear(hidden, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.score = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), last)
+        self.bound, self.ref_height = bound, ref_height
 
-    def scores(self, frames: torch.Tensor) -> torch.Tensor:
-        """(..., D) frame embeddings (un-normalised) -> (...) scores; each frame is scored alone
-        (its direction and log-norm), so a tracklet's weights are the softmax of its scores."""
-        norm = frames.norm(dim=-1, keepdim=True)
-        inputs = torch.cat([frames / norm.clamp(min=1e-6), torch.log(norm + 1e-6)], dim=-1)
-        return self.score(inputs).squeeze(-1)
+    def scores(self, heights: torch.Tensor) -> torch.Tensor:
+        """(...) crop heights in pixels -> (...) scores; a tracklet's weights are the softmax of
+        its frames' scores."""
+        cue = torch.log(heights.float().clamp(min=1.0) / self.ref_height)[..., None]
+        return self.bound * torch.tanh(self.score(cue).squeeze(-1) / self.bound)
 
-    def weights(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, D) frame embeddings (un-normalised) -> (B, T) weights, each row summing to one."""
+    def weights(self, heights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) crop heights -> (B, T) frame weights, each row summing to one."""
         if mask is None:
-            mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
-        return masked_softmax(self.scores(frames), mask)
+            mask = torch.ones(heights.shape, dtype=torch.bool, device=heights.device)
+        return masked_softmax(self.scores(heights), mask)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, D) -> (B, D), the weighted mean of the frames."""
-        return weighted_pool(frames, self.weights(frames, mask))
+    def forward(self, frames: torch.Tensor, heights: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) frame embeddings, (B, T) their crop heights -> (B, D), the weighted mean."""
+        return weighted_pool(frames, self.weights(heights, mask))
 
 
 def preprocess(images: Sequence[np.ndarray], size: tuple[int, int] = INPUT_SIZE) -> torch.Tensor:
@@ -199,7 +225,7 @@ def _load_cached(path: str, mtime: float) -> tuple[AbnReid, TemporalAttention | 
         raise ModelLoadError(p, f"weights do not fit the ABN layout: {exc}") from exc
     temporal = None
     if ckpt.get("temporal") is not None:
-        temporal = TemporalAttention(model.embed_dim)
+        temporal = TemporalAttention()
         temporal.load_state_dict(ckpt["temporal"], strict=True)
         temporal.eval()
     logger.info("loaded ABN re-ID model from %s (attention %s, %d identities)", p,

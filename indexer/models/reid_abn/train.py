@@ -13,8 +13,9 @@ The budget on a shared 2-core CPU (about 2 hours for the whole recipe) decides t
   P x K batches (P identities, K crops each) with label-smoothed cross-entropy on the classifier,
   ABN's attention-branch cross-entropy, and batch-hard triplet loss on the embedding.
 - A second, cheap phase trains the temporal attention pooling on frozen frame embeddings of
-  tracklets sampled from the training identities, half of their frames degraded by heavy erasing
-  (occlusion), with the re-ID classifier as its loss.
+  tracklets sampled from the training identities, each frame drawn as it is or from a copy
+  shrunk to 32-72 pixels high (its maps cached once), with the re-ID classifier as its loss: the
+  pooling learns how much a frame's resolution should count.
 
 The checkpoint (`--out`) is replaced atomically every `save_every` iterations and holds the model,
 optimiser, RNG states, iteration and loss history, so a stopped run resumes where it was; the loss
@@ -40,7 +41,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from indexer.models.reid_abn.data import TrainingSet, peta_training_set
-from indexer.models.reid_abn.functional import batch_hard_triplet, random_erase_
+from indexer.models.reid_abn.functional import (
+    batch_hard_triplet,
+    random_erase_,
+    swap_background_,
+)
 from indexer.models.reid_abn.model import (
     CHECKPOINT_FORMAT,
     INPUT_SIZE,
@@ -53,20 +58,27 @@ from storage.atomic import atomic_write, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPES", "train_reid"]
+__all__ = ["RECIPES", "cache_mid_maps", "finetune", "train_reid"]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "full": {"iterations": 500, "p": 16, "k": 4, "lr": 3.5e-4, "pretrained_lr_mult": 0.5,
              "weight_decay": 5e-4, "warmup": 20, "label_smoothing": 0.1, "margin": 0.3,
-             "erase_p": 0.5, "max_per_track": 8, "input_size": list(INPUT_SIZE),
+             "erase_p": 0.5, "background_swap": 0.0, "cross_track": False, "max_per_track": 8,
+             "input_size": list(INPUT_SIZE),
              "temporal_iterations": 600, "temporal_batch": 32, "temporal_frames": 8,
              "save_every": 25, "pretrained": True},
     "short": {"iterations": 3, "p": 2, "k": 2, "lr": 3.5e-4, "pretrained_lr_mult": 0.5,
               "weight_decay": 5e-4, "warmup": 1, "label_smoothing": 0.1, "margin": 0.3,
-              "erase_p": 0.5, "max_per_track": 8, "input_size": [64, 32],
+              "erase_p": 0.5, "background_swap": 0.5, "cross_track": True, "max_per_track": 8,
+              "input_size": [64, 32],
               "temporal_iterations": 3, "temporal_batch": 4, "temporal_frames": 3,
               "save_every": 2, "pretrained": True},
 }
+# The full recipe with each crop's sides (mostly background) swapped with another person's half
+# the time, a person's crops spread over cameras, and gentler fine-tuning of the ImageNet layers:
+# the attention moves onto the person (README), at a lower rank-1 before any fine-tuning.
+RECIPES["background-swap"] = {**RECIPES["full"], "background_swap": 0.5, "cross_track": True,
+                              "pretrained_lr_mult": 0.1}
 
 
 # ----------------------------------------------------------------------------- cached stem maps
@@ -145,15 +157,27 @@ def cache_mid_maps(model: AbnReid, data: TrainingSet, cache_dir: Path, device: t
 # ----------------------------------------------------------------------------- batches
 
 
-def pk_batch(labels: np.ndarray, p: int, k: int, generator: torch.Generator) -> np.ndarray:
-    """Row indices of P identities x K crops each (drawn with replacement when fewer than K)."""
+def pk_batch(labels: np.ndarray, p: int, k: int, generator: torch.Generator,
+             tracks: np.ndarray | None = None) -> np.ndarray:
+    """Row indices of P identities x K crops each (drawn with replacement when fewer than K).
+
+    With `tracks`, a person's K crops are spread over their tracklets (cameras) first, so the
+    triplet loss sees positives from other cameras wherever a person has them.
+    """
     ids = np.unique(labels)
     chosen = ids[torch.randperm(len(ids), generator=generator)[:p].numpy()]
     rows = []
     for pid in chosen:
         pool = np.flatnonzero(labels == pid)
+        pool = pool[torch.randperm(len(pool), generator=generator).numpy()]
+        if tracks is not None:
+            seen: dict[int, int] = {}
+            turn = np.empty(len(pool), np.int64)
+            for j, r in enumerate(pool):  # j-th crop of its tracklet -> drawn in round j
+                turn[j] = seen[int(tracks[r])] = seen.get(int(tracks[r]), -1) + 1
+            pool = pool[np.argsort(turn, kind="stable")]
         if len(pool) >= k:
-            pick = pool[torch.randperm(len(pool), generator=generator)[:k].numpy()]
+            pick = pool[:k]
         else:
             pick = pool[torch.randint(0, len(pool), (k,), generator=generator).numpy()]
         rows.extend(pick.tolist())
@@ -161,11 +185,17 @@ def pk_batch(labels: np.ndarray, p: int, k: int, generator: torch.Generator) -> 
 
 
 def _batch_maps(m4: np.ndarray, m5: np.ndarray, rows: np.ndarray, erase_p: float,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached maps of `rows`, each mirrored at random, with random erasing."""
+                generator: torch.Generator, k: int = 1, swap_p: float = 0.0,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached maps of `rows` (a P x K batch), each mirrored at random, with background swap
+    (the sides of a crop's maps from the crop K rows on: another person) and random erasing."""
     flips = (torch.rand(len(rows), generator=generator) < 0.5).long().numpy()
     x4 = torch.from_numpy(m4[rows, flips].astype(np.float32))
     x5 = torch.from_numpy(m5[rows, flips].astype(np.float32))
+    if swap_p > 0 and len(rows) > k:
+        swap = torch.rand(len(rows), generator=generator) < swap_p
+        donors = (torch.arange(len(rows)) + k) % len(rows)
+        swap_background_(x4, donors, swap, also=x5)
     random_erase_(x4, generator, p=erase_p, also=x5)
     return x4, x5
 
@@ -189,31 +219,118 @@ def _lr_factor(it: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / max(1, total - warmup)))
 
 
+def finetune(model: AbnReid, m4: np.ndarray, m5: np.ndarray, labels: np.ndarray,
+             tracks: np.ndarray, recipe: Mapping[str, Any], seed: int = 0,
+             device: str | torch.device = "cpu") -> list[dict[str, float]]:
+    """Fine-tune a trained network in place on other identities (e.g. a VIPeR trial's training
+    half, where the protocol allows it), from their cached maps (`cache_mid_maps`): fresh
+    identity layers, then the training recipe's loss, batches and schedule. Returns the loss
+    history. Minutes on a CPU, so there is no checkpoint."""
+    rec = dict(recipe)
+    dev = torch.device(device)
+    labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the fresh layers' initial weights
+        model.new_identities(int(labels.max()) + 1).to(dev)
+    lr, total = float(rec["lr"]), int(rec["iterations"])
+    optimizer = torch.optim.Adam([
+        {"params": model.pretrained_parameters(), "lr": lr * float(rec["pretrained_lr_mult"])},
+        {"params": model.new_parameters(), "lr": lr}], weight_decay=float(rec["weight_decay"]))
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    for it in range(total):
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base * _lr_factor(it, total, int(rec["warmup"]))
+        rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator,
+                        tracks if rec.get("cross_track") else None)
+        x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator, int(rec["k"]),
+                             float(rec.get("background_swap", 0.0)))
+        model.train()
+        terms = reid_loss(model.forward_mid(x4.to(dev), x5.to(dev)),
+                          torch.as_tensor(labels[rows]).to(dev), rec)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+    return history
+
+
 # ----------------------------------------------------------------------------- temporal phase
 
 
+LOW_RES = (32, 72)  # heights in pixels of the low-resolution copies the temporal phase sees
+
+
 @torch.no_grad()
-def _frame_embeddings(model: AbnReid, m4: np.ndarray, m5: np.ndarray, generator: torch.Generator,
-                      device: torch.device, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Clean and degraded (heavy erasing: occlusion) embeddings of every cached crop."""
+def cache_low_res(model: AbnReid, data: TrainingSet, kept: np.ndarray, cache_dir: Path,
+                  device: torch.device, seed: int = 0, batch_size: int = 32,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each kept crop's height, and the frozen maps (float16) of a low-resolution copy of it
+    (shrunk to a height drawn from LOW_RES, as far-away people in surveillance video are, then
+    resized to the input like any crop) with that height: (heights, m4, m5, low heights)."""
+    key = hashlib.sha1(repr((model.input_size, LOW_RES, seed,
+                             [str(data.paths[i]) for i in kept])).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"lowres-{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["heights"], z["m4"], z["m5"], z["low"]
+    rng = np.random.default_rng(seed)
+    heights, low, m4s, m5s = [], [], [], []
+    for start in tqdm(range(0, len(kept), batch_size), desc="caching low-resolution maps",
+                      unit="batch"):
+        images = []
+        for i in kept[start:start + batch_size]:
+            rgb = _read_rgb(data.paths[int(i)])
+            if rgb is None:
+                raise OSError(f"cannot read {data.paths[int(i)]} (it was readable before)")
+            h, w = rgb.shape[:2]
+            target = int(rng.integers(LOW_RES[0], LOW_RES[1] + 1))
+            small = cv2.resize(rgb, (max(1, round(w * target / h)), target),
+                               interpolation=cv2.INTER_AREA)
+            heights.append(h)
+            low.append(min(h, target))
+            images.append(small if target < h else rgb)
+        x = preprocess(images, model.input_size).to(device)
+        m4, m5 = model.mid(x)
+        m4s.append(m4.half().cpu().numpy())
+        m5s.append(m5.half().cpu().numpy())
+    out = (np.asarray(heights, np.float32), np.concatenate(m4s), np.concatenate(m5s),
+           np.asarray(low, np.float32))
+    _save_npz(path, heights=out[0], m4=out[1], m5=out[2], low=out[3])
+    return out
+
+
+@torch.no_grad()
+def _embed_maps(model: AbnReid, m4: np.ndarray, m5: np.ndarray, device: torch.device,
+                generator: torch.Generator | None = None, batch: int = 64) -> np.ndarray:
+    """BN-neck embeddings of cached maps; with a generator, after heavy erasing (occlusion)."""
     model.eval()
-    clean, bad = [], []
+    out = []
     for i in range(0, len(m4), batch):
-        x4 = torch.from_numpy(m4[i:i + batch, 0].astype(np.float32))
-        x5 = torch.from_numpy(m5[i:i + batch, 0].astype(np.float32))
-        clean.append(model.forward_mid(x4.to(device), x5.to(device))["emb"].cpu())
-        random_erase_(x4, generator, p=1.0, area=(0.3, 0.6), also=x5)
-        bad.append(model.forward_mid(x4.to(device), x5.to(device))["emb"].cpu())
-    return torch.cat(clean).numpy(), torch.cat(bad).numpy()
+        x4 = torch.from_numpy(m4[i:i + batch].astype(np.float32))
+        x5 = torch.from_numpy(m5[i:i + batch].astype(np.float32))
+        if generator is not None:
+            random_erase_(x4, generator, p=1.0, area=(0.3, 0.6), also=x5)
+        out.append(model.forward_mid(x4.to(device), x5.to(device))["emb"].cpu())
+    return torch.cat(out).numpy()
 
 
-def train_temporal(model: AbnReid, clean: np.ndarray, bad: np.ndarray, labels: np.ndarray,
-                   tracks: np.ndarray, recipe: Mapping[str, Any], generator: torch.Generator,
-                   ) -> tuple[TemporalAttention, list[float]]:
-    """Frame weights learned on sampled training tracklets through the frozen re-ID classifier."""
-    temporal = TemporalAttention(model.embed_dim)
-    opt = torch.optim.Adam(temporal.parameters(), lr=1e-3)
-    classifier = model.classifier.cpu().eval()
+def train_temporal(frames: np.ndarray, heights: np.ndarray, labels: np.ndarray,
+                   tracks: np.ndarray, classifier: torch.nn.Module, recipe: Mapping[str, Any],
+                   generator: torch.Generator) -> tuple[TemporalAttention, list[float]]:
+    """Frame weights learned on sampled training tracklets through the frozen re-ID classifier.
+
+    `frames` (V, N, D) holds V versions of each of the N crops' embeddings (as they are, and from
+    a low-resolution copy) and `heights` (V, N) their crop heights; each sampled frame is one
+    version drawn at random, so a tracklet mixes sharp and blurred frames, and the pooling that
+    weights the sharp ones classifies the tracklet best.
+    """
+    temporal = TemporalAttention()
+    opt = torch.optim.Adam(temporal.parameters(), lr=1e-2)
+    classifier = classifier.cpu().eval()
+    for p in classifier.parameters():
+        p.requires_grad_(False)
     track_ids = np.unique(tracks)
     members = {int(t): np.flatnonzero(tracks == t) for t in track_ids}
     n_frames, batch = int(recipe["temporal_frames"]), int(recipe["temporal_batch"])
@@ -221,20 +338,19 @@ def train_temporal(model: AbnReid, clean: np.ndarray, bad: np.ndarray, labels: n
     for _ in tqdm(range(int(recipe["temporal_iterations"])), desc="temporal attention",
                   leave=False):
         picks = track_ids[torch.randint(0, len(track_ids), (batch,), generator=generator).numpy()]
-        frames, targets = [], []
-        for t in picks:
-            pool = members[int(t)]
-            rows = pool[torch.randint(0, len(pool), (n_frames,), generator=generator).numpy()]
-            degrade = (torch.rand(n_frames, generator=generator) < 0.5).numpy()
-            frames.append(np.where(degrade[:, None], bad[rows], clean[rows]))
-            targets.append(labels[rows[0]])
-        x = torch.from_numpy(np.stack(frames))
-        logits = classifier(temporal(x))
-        loss = F.cross_entropy(logits, torch.as_tensor(np.asarray(targets)))
+        rows = np.stack([members[int(t)][torch.randint(0, len(members[int(t)]), (n_frames,),
+                                                       generator=generator).numpy()]
+                         for t in picks])
+        version = torch.randint(0, len(frames), rows.shape, generator=generator).numpy()
+        logits = classifier(temporal(torch.from_numpy(frames[version, rows]),
+                                     torch.from_numpy(heights[version, rows])))
+        loss = F.cross_entropy(logits, torch.as_tensor(labels[rows[:, 0]]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+    for p in classifier.parameters():
+        p.requires_grad_(True)
     return temporal.eval(), losses
 
 
@@ -336,8 +452,10 @@ def train_reid(
             t0 = time.perf_counter()
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * _lr_factor(it, total, int(rec["warmup"]))
-            rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator)
-            x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator)
+            rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator,
+                            tracks if rec.get("cross_track") else None)
+            x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator, int(rec["k"]),
+                                 float(rec.get("background_swap", 0.0)))
             y = torch.as_tensor(labels[rows]).to(dev)
             model.train()
             terms = reid_loss(model.forward_mid(x4.to(dev), x5.to(dev)), y, rec)
@@ -351,9 +469,12 @@ def train_reid(
             if (it + 1) % int(rec["save_every"]) == 0 and it + 1 < total:
                 save(it + 1, complete=False)
         t0 = time.perf_counter()
-        clean, bad = _frame_embeddings(model, m4, m5, generator, dev)
-        temporal, temporal_losses = train_temporal(model, clean, bad, labels, tracks, rec,
-                                                   generator)
+        heights, low4, low5, low_heights = cache_low_res(model, data, kept, cache, dev, seed)
+        versions = np.stack([_embed_maps(model, m4[:, 0], m5[:, 0], dev),
+                             _embed_maps(model, low4, low5, dev)])
+        temporal, temporal_losses = train_temporal(
+            versions, np.stack([heights, low_heights]), labels, tracks, model.classifier, rec,
+            generator)
         model.to(dev)
         elapsed += time.perf_counter() - t0
         save(total, complete=True, temporal=temporal, temporal_losses=temporal_losses)

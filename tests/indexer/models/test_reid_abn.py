@@ -15,8 +15,10 @@ from indexer.models.reid_abn.functional import (
     batch_hard_triplet,
     masked_softmax,
     random_erase_,
+    swap_background_,
 )
 from indexer.models.reid_abn.model import AbnReid, TemporalAttention, load_abn
+from indexer.models.reid_abn.train import pk_batch, train_temporal
 
 
 def test_attention_weighting_is_x_times_one_plus_a() -> None:
@@ -54,18 +56,43 @@ def test_batch_hard_triplet_hand_checked() -> None:
 
 def test_temporal_weights_sum_to_one_and_respect_the_mask() -> None:
     torch.manual_seed(0)
-    temporal = TemporalAttention(dim=8)
+    temporal = TemporalAttention()
     frames = torch.randn(3, 5, 8)
+    heights = torch.tensor([[40.0, 80, 120, 160, 200]] * 3)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    w = temporal.weights(frames, mask)
+    torch.testing.assert_close(temporal(frames, heights), frames.mean(1))  # untrained: the mean
+    torch.nn.init.normal_(temporal.score[2].weight, std=10.0)
+    w = temporal.weights(heights, mask)
     torch.testing.assert_close(w.sum(1), torch.ones(3))
     assert float(w[1, 2:].abs().sum().detach()) == 0.0
     assert float(w[2, 0].detach()) == pytest.approx(1.0)
-    pooled = temporal(frames, mask)
+    assert float((w[0].max() / w[0].min()).detach()) <= np.exp(4.0) + 1e-3  # scores bounded: +-2
+    pooled = temporal(frames, heights, mask)
     torch.testing.assert_close(pooled[2], frames[2, 0])
     torch.testing.assert_close(pooled[0], (w[0, :, None] * frames[0]).sum(0))
     s = masked_softmax(torch.tensor([[0.0, 0.0]]), torch.tensor([[True, True]]))
     torch.testing.assert_close(s, torch.tensor([[0.5, 0.5]]))
+
+
+def test_temporal_attention_learns_to_trust_sharp_frames() -> None:
+    """Sharp frames (tall crops) show their person, shrunk ones (short crops) are noise: trained
+    through the classifier, the pooling weights the tall crops above the short ones."""
+    g = torch.Generator().manual_seed(0)
+    n_ids, per_id, dim = 6, 5, 16
+    labels = np.repeat(np.arange(n_ids), per_id)
+    centres = torch.randn(n_ids, dim, generator=g) * 3
+    clean = (centres[labels] + 0.3 * torch.randn(len(labels), dim, generator=g)).numpy()
+    noise = (3 * torch.randn(len(labels), dim, generator=g)).numpy()
+    classifier = torch.nn.Linear(dim, n_ids, bias=False)
+    with torch.no_grad():
+        classifier.weight.copy_(centres)
+    heights = np.stack([np.full(len(labels), 200.0), np.full(len(labels), 40.0)]).astype(np.float32)
+    recipe = {"temporal_iterations": 600, "temporal_batch": 16, "temporal_frames": 4}
+    temporal, losses = train_temporal(np.stack([clean, noise]), heights, labels, labels,
+                                      classifier, recipe, g)
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    w = temporal.weights(torch.tensor([[200.0, 40.0]]))
+    assert float(w[0, 0].detach()) > 0.7, w  # untrained 0.5; the bound allows up to e^4 : 1
 
 
 def test_random_erasing_sets_a_block_to_zero() -> None:
@@ -73,6 +100,30 @@ def test_random_erasing_sets_a_block_to_zero() -> None:
     maps = random_erase_(torch.ones(4, 2, 16, 8), g, p=1.0, area=(0.2, 0.2))
     zeros = (maps == 0).all(1).flatten(1).sum(1)
     assert bool((zeros > 0).all()) and bool((zeros < 16 * 8).all())
+
+
+def test_background_swap_replaces_the_sides_from_the_donor() -> None:
+    m4 = torch.arange(3.0)[:, None, None, None].expand(3, 2, 16, 8).clone()  # crop i is all i
+    m5 = torch.arange(3.0)[:, None, None, None].expand(3, 2, 8, 4).clone()
+    swap_background_(m4, torch.tensor([1, 2, 0]), torch.tensor([True, False, True]), also=m5)
+    assert (m4[0, :, :, :2] == 1).all() and (m4[0, :, :, -2:] == 1).all()  # sides from crop 1
+    assert (m4[0, :, :, 2:6] == 0).all()  # the centre (the person) is kept
+    assert (m4[1] == 1).all()  # not swapped
+    assert (m4[2, :, :, 0] == 0).all() and (m4[2, :, :, 3] == 2).all()  # donor's original values
+    assert (m5[0, :, :, 0] == 1).all() and (m5[0, :, :, 1:3] == 0).all()  # same columns, scaled
+
+
+def test_pk_batch_spreads_a_persons_crops_over_cameras() -> None:
+    labels = np.array([0] * 6 + [1] * 6)
+    tracks = np.array([0, 0, 0, 0, 0, 1, 2, 2, 2, 3, 3, 3])  # person 0: one crop in camera 2
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        rows = pk_batch(labels, 2, 2, g, tracks)
+        for pid in (0, 1):
+            picked = rows[labels[rows] == pid]
+            assert len(set(tracks[picked].tolist())) == 2  # both cameras, every time
+    plain = [pk_batch(labels, 2, 2, g) for _ in range(50)]
+    assert any(len(set(tracks[r[labels[r] == 0]].tolist())) == 1 for r in plain)
 
 
 def _synthetic_people(root: Path, persons: int = 4, seed: int = 0) -> Path:
