@@ -219,6 +219,35 @@ def _lr_factor(it: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (it - warmup) / max(1, total - warmup)))
 
 
+def _optimizer(model: AbnReid, rec: Mapping[str, Any]) -> torch.optim.Adam:
+    """Adam over the trainable ImageNet layers (at `pretrained_lr_mult` of the rate) and the new
+    layers."""
+    lr = float(rec["lr"])
+    return torch.optim.Adam([
+        {"params": model.pretrained_parameters(), "lr": lr * float(rec["pretrained_lr_mult"])},
+        {"params": model.new_parameters(), "lr": lr}], weight_decay=float(rec["weight_decay"]))
+
+
+def _step(model: AbnReid, optimizer: torch.optim.Optimizer, base_lrs: list[float], it: int,
+          m4: np.ndarray, m5: np.ndarray, labels: np.ndarray, tracks: np.ndarray,
+          rec: Mapping[str, Any], generator: torch.Generator, dev: torch.device,
+          ) -> dict[str, torch.Tensor]:
+    """One training step `it` of the recipe on a P x K batch of cached maps; the loss terms."""
+    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+        group["lr"] = base * _lr_factor(it, int(rec["iterations"]), int(rec["warmup"]))
+    rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator,
+                    tracks if rec.get("cross_track") else None)
+    x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator, int(rec["k"]),
+                         float(rec.get("background_swap", 0.0)))
+    model.train()
+    terms = reid_loss(model.forward_mid(x4.to(dev), x5.to(dev)),
+                      torch.as_tensor(labels[rows]).to(dev), rec)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    return terms
+
+
 def finetune(model: AbnReid, m4: np.ndarray, m5: np.ndarray, labels: np.ndarray,
              tracks: np.ndarray, recipe: Mapping[str, Any], seed: int = 0,
              device: str | torch.device = "cpu") -> list[dict[str, float]]:
@@ -232,26 +261,12 @@ def finetune(model: AbnReid, m4: np.ndarray, m5: np.ndarray, labels: np.ndarray,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the fresh layers' initial weights
         model.new_identities(int(labels.max()) + 1).to(dev)
-    lr, total = float(rec["lr"]), int(rec["iterations"])
-    optimizer = torch.optim.Adam([
-        {"params": model.pretrained_parameters(), "lr": lr * float(rec["pretrained_lr_mult"])},
-        {"params": model.new_parameters(), "lr": lr}], weight_decay=float(rec["weight_decay"]))
+    optimizer = _optimizer(model, rec)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator().manual_seed(seed)
     history = []
-    for it in range(total):
-        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = base * _lr_factor(it, total, int(rec["warmup"]))
-        rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator,
-                        tracks if rec.get("cross_track") else None)
-        x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator, int(rec["k"]),
-                             float(rec.get("background_swap", 0.0)))
-        model.train()
-        terms = reid_loss(model.forward_mid(x4.to(dev), x5.to(dev)),
-                          torch.as_tensor(labels[rows]).to(dev), rec)
-        optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
+    for it in range(int(rec["iterations"])):
+        terms = _step(model, optimizer, base_lrs, it, m4, m5, labels, tracks, rec, generator, dev)
         history.append({k: float(v.detach()) for k, v in terms.items()})
     return history
 
@@ -413,10 +428,7 @@ def train_reid(
             model.load_state_dict(ckpt["model"])
         m4, m5, kept = cache_mid_maps(model, data, cache, dev)
         labels, tracks = data.labels[kept], data.tracks[kept]
-        lr = float(rec["lr"])
-        optimizer = torch.optim.Adam([
-            {"params": model.pretrained_parameters(), "lr": lr * float(rec["pretrained_lr_mult"])},
-            {"params": model.new_parameters(), "lr": lr}], weight_decay=float(rec["weight_decay"]))
+        optimizer = _optimizer(model, rec)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         generator = torch.Generator().manual_seed(seed)
         start, history, elapsed = 0, [], 0.0
@@ -450,18 +462,8 @@ def train_reid(
         bar = tqdm(range(start, total), desc="re-ID training", initial=start, total=total)
         for it in bar:
             t0 = time.perf_counter()
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * _lr_factor(it, total, int(rec["warmup"]))
-            rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator,
-                            tracks if rec.get("cross_track") else None)
-            x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator, int(rec["k"]),
-                                 float(rec.get("background_swap", 0.0)))
-            y = torch.as_tensor(labels[rows]).to(dev)
-            model.train()
-            terms = reid_loss(model.forward_mid(x4.to(dev), x5.to(dev)), y, rec)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
+            terms = _step(model, optimizer, base_lrs, it, m4, m5, labels, tracks, rec, generator,
+                          dev)
             elapsed += time.perf_counter() - t0
             history.append({"iteration": it + 1, "lr": optimizer.param_groups[1]["lr"],
                             "seconds": elapsed, **{k: float(v.detach()) for k, v in terms.items()}})
