@@ -1,23 +1,20 @@
 """Person method `abn:CKPT`: the trained ABN re-ID network's embedding (a thin adapter).
 
 The model, its training and its loader live in `indexer.models.reid_abn`; this maps RGB crops to
-L2-normalised 512-d rows, and tracklets to one row each (temporal attention, mean or max pooling).
+L2-normalised 512-d rows, and gives the temporal-attention scores of a tracklet's frames (the
+pooling itself is `engine.evaluation.multishot.pool_rows` and the engine's tracklet query).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from indexer.errors import ModelLoadError
 from indexer.models.reid_abn.model import describe_frames, load_abn
-
-Pooling = Literal["mean", "max", "attention"]
-POOLINGS = ("mean", "max", "attention")
 
 
 def abn_checkpoint(method: str) -> str | None:
@@ -53,31 +50,3 @@ def frame_scores(heights: Sequence[int] | np.ndarray, checkpoint: str | Path) ->
     with torch.no_grad():
         scores = temporal.scores(torch.as_tensor(np.asarray(heights, np.float32)))
     return scores.numpy().astype(np.float64)
-
-
-def pool_tracklet(frames: np.ndarray, pooling: Pooling = "mean",
-                  weights: np.ndarray | None = None) -> np.ndarray:
-    """One row for a tracklet's (T, D) frame rows: weighted mean (weights sum to one), mean or max."""
-    frames = np.asarray(frames, np.float64)
-    if pooling == "max":
-        return frames.max(axis=0)
-    if pooling == "attention":
-        if weights is None or len(weights) != len(frames):
-            raise ValueError("attention pooling needs one weight per frame")
-        return (frames * np.asarray(weights)[:, None]).sum(axis=0)
-    if pooling == "mean":
-        return frames.mean(axis=0)
-    raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
-
-
-def abn_tracklet(images: Sequence[np.ndarray], checkpoint: str | Path,
-                 pooling: Pooling = "attention") -> tuple[np.ndarray, np.ndarray]:
-    """(512,) L2-normalised tracklet embedding and the frame weights used."""
-    model, _ = load_abn(checkpoint)
-    raw = describe_frames(model, list(images))
-    w = np.full(len(raw), 1.0 / len(raw))
-    if pooling == "attention":
-        scores = frame_scores([im.shape[0] for im in images], checkpoint)
-        w = np.exp(scores - scores.max())
-        w /= w.sum()
-    return _normalize(pool_tracklet(raw, pooling, w)), w
