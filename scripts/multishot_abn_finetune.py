@@ -46,9 +46,9 @@ def main() -> None:
     from indexer.models.reid_abn.model import load_abn
     from indexer.models.reid_abn.train import (
         RECIPES,
-        _embed_maps,
         cache_low_res,
         cache_mid_maps,
+        embed_maps,
         finetune,
         train_temporal,
     )
@@ -83,8 +83,8 @@ def main() -> None:
         start = time.perf_counter()
         finetune(model, m4[train], m5[train], pids[train], track[train], recipe, seed=t)
         generator = torch.Generator().manual_seed(t)
-        clean = _embed_maps(model, m4[:, 0], m5[:, 0], cpu)
-        versions = np.stack([clean[train], _embed_maps(model, low4[train], low5[train], cpu)])
+        clean = embed_maps(model, m4[:, 0], m5[:, 0], cpu)
+        versions = np.stack([clean[train], embed_maps(model, low4[train], low5[train], cpu)])
         labels = np.unique(pids[train], return_inverse=True)[1]
         temporal, _ = train_temporal(versions, np.stack([heights, low_heights])[:, train],
                                      labels, track[train], model.classifier, RECIPES["full"],

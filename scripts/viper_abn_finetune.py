@@ -48,7 +48,7 @@ def main() -> None:
     )
     from indexer.models.reid_abn.data import TrainingSet
     from indexer.models.reid_abn.model import CHECKPOINT_FORMAT, load_abn
-    from indexer.models.reid_abn.train import RECIPES, cache_mid_maps, finetune
+    from indexer.models.reid_abn.train import RECIPES, cache_mid_maps, embed_maps, finetune
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", type=Path)
@@ -67,7 +67,8 @@ def main() -> None:
     gog = gog_features(persons, args.cache) if args.gog else None
     trained, _ = load_abn(args.ckpt)
     viper = TrainingSet(persons.paths, pids.astype(np.int64), cams.astype(np.int64), ())
-    m4, m5, kept = cache_mid_maps(trained, viper, args.cache / "viper-maps", torch.device("cpu"))
+    device = torch.device("cpu")
+    m4, m5, kept = cache_mid_maps(trained, viper, args.cache / "viper-maps", device)
     if len(kept) != len(pids):
         raise OSError("unreadable VIPeR images; see the log")
     recipe = dict(RECIPES["full"])
@@ -81,12 +82,7 @@ def main() -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         history = finetune(model, m4[train], m5[train], pids[train], cams[train], recipe, seed=t)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        model.eval()
-        with torch.no_grad():
-            emb = np.concatenate([
-                model.forward_mid(torch.from_numpy(m4[i:i + 128, 0].astype(np.float32)),
-                                  torch.from_numpy(m5[i:i + 128, 0].astype(np.float32)))["emb"]
-                .numpy() for i in range(0, len(pids), 128)]).astype(np.float64)
+        emb = embed_maps(model, m4[:, 0], m5[:, 0], device).astype(np.float64)
         if t == 0 and args.save_first is not None:
             torch.save({"format": CHECKPOINT_FORMAT, "config": model.config(),
                         "model": model.state_dict(), "temporal": None, "complete": True,

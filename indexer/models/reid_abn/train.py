@@ -58,7 +58,7 @@ from storage.atomic import atomic_write, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPES", "cache_mid_maps", "finetune", "train_reid"]
+__all__ = ["RECIPES", "cache_low_res", "cache_mid_maps", "embed_maps", "finetune", "train_reid"]
 
 RECIPES: dict[str, dict[str, Any]] = {
     "full": {"iterations": 500, "p": 16, "k": 4, "lr": 3.5e-4, "pretrained_lr_mult": 0.5,
@@ -317,7 +317,7 @@ def cache_low_res(model: AbnReid, data: TrainingSet, kept: np.ndarray, cache_dir
 
 
 @torch.no_grad()
-def _embed_maps(model: AbnReid, m4: np.ndarray, m5: np.ndarray, device: torch.device,
+def embed_maps(model: AbnReid, m4: np.ndarray, m5: np.ndarray, device: torch.device,
                 generator: torch.Generator | None = None, batch: int = 64) -> np.ndarray:
     """BN-neck embeddings of cached maps; with a generator, after heavy erasing (occlusion)."""
     model.eval()
@@ -472,8 +472,8 @@ def train_reid(
                 save(it + 1, complete=False)
         t0 = time.perf_counter()
         heights, low4, low5, low_heights = cache_low_res(model, data, kept, cache, dev, seed)
-        versions = np.stack([_embed_maps(model, m4[:, 0], m5[:, 0], dev),
-                             _embed_maps(model, low4, low5, dev)])
+        versions = np.stack([embed_maps(model, m4[:, 0], m5[:, 0], dev),
+                             embed_maps(model, low4, low5, dev)])
         temporal, temporal_losses = train_temporal(
             versions, np.stack([heights, low_heights]), labels, tracks, model.classifier, rec,
             generator)
