@@ -81,10 +81,10 @@ def main() -> None:
         train = np.isin(pids, train_ids)
         model = copy.deepcopy(trained)
         start = time.perf_counter()
-        finetune(model, m4[train], m5[train], pids[train], track[train], recipe, seed=t)
+        finetune(model, (m4[train], m5[train]), pids[train], track[train], recipe, seed=t)
         generator = torch.Generator().manual_seed(t)
-        clean = embed_maps(model, m4[:, 0], m5[:, 0], cpu)
-        versions = np.stack([clean[train], embed_maps(model, low4[train], low5[train], cpu)])
+        clean = embed_maps(model, (m4[:, 0], m5[:, 0]), cpu)
+        versions = np.stack([clean[train], embed_maps(model, (low4[train], low5[train]), cpu)])
         labels = np.unique(pids[train], return_inverse=True)[1]
         temporal, _ = train_temporal(versions, np.stack([heights, low_heights])[:, train],
                                      labels, track[train], model.classifier, RECIPES["full"],

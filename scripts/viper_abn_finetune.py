@@ -48,7 +48,13 @@ def main() -> None:
     )
     from indexer.models.reid_abn.data import TrainingSet
     from indexer.models.reid_abn.model import CHECKPOINT_FORMAT, load_abn
-    from indexer.models.reid_abn.train import RECIPES, cache_mid_maps, embed_maps, finetune
+    from indexer.models.reid_abn.train import (
+        RECIPES,
+        cache_low_maps,
+        cache_mid_maps,
+        embed_maps,
+        finetune,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", type=Path)
@@ -59,6 +65,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/abn-eval-cache"))
     parser.add_argument("--save-first", type=Path, default=None)
     parser.add_argument("--no-gog", dest="gog", action="store_false")
+    parser.add_argument("--unfreeze-stem", action="store_true",
+                        help="also train ImageNet stages 5 and 6 (from cached stage-4 maps)")
+    parser.add_argument("--first-trial", type=int, default=0,
+                        help="skip the trials before this one (to split the runs over cores)")
+    parser.add_argument("--save-embeddings", type=Path, default=None,
+                        help="write each trial's embeddings of every image to this folder")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -68,7 +80,12 @@ def main() -> None:
     trained, _ = load_abn(args.ckpt)
     viper = TrainingSet(persons.paths, pids.astype(np.int64), cams.astype(np.int64), ())
     device = torch.device("cpu")
-    m4, m5, kept = cache_mid_maps(trained, viper, args.cache / "viper-maps", device)
+    if args.unfreeze_stem:
+        m3, kept = cache_low_maps(trained, viper, args.cache / "viper-maps", device)
+        maps: tuple[np.ndarray, ...] = (m3,)
+    else:
+        m4, m5, kept = cache_mid_maps(trained, viper, args.cache / "viper-maps", device)
+        maps = (m4, m5)
     if len(kept) != len(pids):
         raise OSError("unreadable VIPeR images; see the log")
     recipe = dict(RECIPES["full"])
@@ -76,18 +93,25 @@ def main() -> None:
                    "pretrained_lr_mult": args.pretrained_lr_mult})
     rows: dict[str, list] = {}
     for t, (train_ids, test_ids) in enumerate(viper_splits(pids, args.trials, 0)):
+        if t < args.first_trial:
+            continue
         train, test = np.isin(pids, train_ids), np.isin(pids, test_ids)
         q, g = test & (cams == 0), test & (cams == 1)
         model = copy.deepcopy(trained)
         wall, cpu = time.perf_counter(), time.process_time()
-        history = finetune(model, m4[train], m5[train], pids[train], cams[train], recipe, seed=t)
+        history = finetune(model, tuple(m[train] for m in maps), pids[train], cams[train], recipe,
+                           seed=t)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        emb = embed_maps(model, m4[:, 0], m5[:, 0], device).astype(np.float64)
+        emb = embed_maps(model, tuple(m[:, 0] for m in maps), device).astype(np.float64)
+        if args.save_embeddings is not None:
+            args.save_embeddings.mkdir(parents=True, exist_ok=True)
+            np.save(args.save_embeddings / f"trial{t}.npy", emb.astype(np.float32))
         if t == 0 and args.save_first is not None:
             torch.save({"format": CHECKPOINT_FORMAT, "config": model.config(),
                         "model": model.state_dict(), "temporal": None, "complete": True,
                         "identities": [f"viper/{i}" for i in train_ids], "recipe": recipe,
-                        "finetuned_from": str(args.ckpt)}, args.save_first)
+                        "finetuned_from": str(args.ckpt), "unfreeze_stem": args.unfreeze_stem},
+                       args.save_first)
         feats = {"euclidean": l2(emb), "xqda": l2(emb)}
         if gog is not None:
             fused = np.concatenate([gog, emb], axis=1)
@@ -102,8 +126,11 @@ def main() -> None:
                         "finetune_cpu_seconds": round(cpu, 1),
                         "final_loss": round(history[-1]["total"], 4)})
             print(json.dumps(row), flush=True)
-    protocol = (f"316/316 persons x {args.trials} seed-0 trials, cam_a probes cam_b; fine-tuned "
-                f"{args.iterations} iterations (P x K 32 x 2) on each trial's training half")
+    stages = "stages 5-7 and the head" if args.unfreeze_stem else "stage 7 and the head"
+    protocol = (f"316/316 persons x {len(rows.get('euclidean', []))} of {args.trials} seed-0 "
+                f"trials from trial {args.first_trial}, cam_a probes cam_b; fine-tuned "
+                f"{args.iterations} iterations (P x K 32 x 2, {stages}) on each trial's "
+                "training half")
     for name, results in rows.items():
         print(json.dumps(_report("viper", protocol, f"{args.ckpt.name}-finetuned+{name}",
                                  results)), flush=True)

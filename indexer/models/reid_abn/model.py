@@ -4,7 +4,8 @@ Layout (input 256 x 128, H x W), sized so that training fits a shared CPU:
 
 - stem: the ImageNet EfficientNet-Lite0 up to the end of stage 5 (stride 16, 112 channels, a
   16 x 8 map m4) and stage 6 (stride 32, 192 channels, an 8 x 4 map m5), frozen: training caches
-  both maps once per crop (see `train.py`).
+  both maps once per crop (see `train.py`). Fine-tuning on a benchmark's training half can also
+  train stages 5 and 6 (`unfreeze_stem`), from the cached stage-4 map m3 (80 channels, 16 x 8).
 - attention branch (ABN, Fukui et al. CVPR 2019) on the mid-level map m4: 3x3 conv + BN + ReLU,
   a 1x1 conv to K identity maps + BN + ReLU; their global average gives the branch's own identity
   logits (its loss), and a 1x1 conv + BN + sigmoid of them the attention map a (B, 1, 16, 8).
@@ -44,7 +45,8 @@ __all__ = ["CHECKPOINT_FORMAT", "INPUT_SIZE", "AbnReid", "TemporalAttention", "l
 
 CHECKPOINT_FORMAT = "tansaku-reid-abn/2"  # /2: temporal attention from crop heights
 INPUT_SIZE = (256, 128)  # (height, width)
-MID_STAGE, STEM_STAGE = 4, 5  # (0-based) stages ending the attention's map and the frozen stem
+LOW_STAGE, MID_STAGE, STEM_STAGE = 3, 4, 5  # (0-based) stages ending m3, m4 (the attention's
+# map) and m5 (the frozen stem)
 MID_CHANNELS = 112
 EMBED_DIM = 512
 
@@ -76,8 +78,10 @@ class AbnReid(nn.Module):
                  embed_dim: int = EMBED_DIM, input_size: tuple[int, int] = INPUT_SIZE) -> None:
         super().__init__()
         net = efficientnet_lite0(pretrained=pretrained)
+        cut3 = net.stage_ends[LOW_STAGE] + 1
         cut4, cut5 = net.stage_ends[MID_STAGE] + 1, net.stage_ends[STEM_STAGE] + 1
         self.stem = nn.ModuleList([net._conv_stem, net._bn0, *net._blocks[:cut4]])
+        self._cut3 = 2 + cut3  # index in `stem` of stage 5's first block
         self.stem5 = nn.ModuleList(net._blocks[cut4:cut5])
         self.top = nn.ModuleList([*net._blocks[cut5:], net._conv_head, net._bn1])
         for p in [*self.stem.parameters(), *self.stem5.parameters()]:
@@ -116,25 +120,46 @@ class AbnReid(nn.Module):
         self.num_classes = num_classes
         return self
 
+    def unfreeze_stem(self) -> AbnReid:
+        """Make stages 5 and 6 trainable (their BN statistics stay ImageNet's); training then
+        starts from the stage-4 map m3 (`mid_from_low`)."""
+        for p in [*self.stem[self._cut3:].parameters(), *self.stem5.parameters()]:
+            p.requires_grad_(True)
+        return self
+
+    def _imagenet_modules(self) -> list[nn.Module]:
+        return [self.stem, self.stem5, self.top]
+
     def pretrained_parameters(self) -> list[nn.Parameter]:
-        """The trainable ImageNet layers (the last stage and the head)."""
-        return list(self.top.parameters())
+        """The trainable ImageNet layers (the last stage and the head; stages 5 and 6 after
+        `unfreeze_stem`)."""
+        return [p for m in self._imagenet_modules() for p in m.parameters() if p.requires_grad]
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Layers that start untrained: attention branch, embedding, BN neck, classifier."""
-        skip = {id(p) for p in self.top.parameters()}
+        skip = {id(p) for m in self._imagenet_modules() for p in m.parameters()}
         return [p for p in self.parameters() if id(p) not in skip and p.requires_grad]
 
-    def mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images (B, 3, H, W) -> the frozen maps m4 (B, 112, H/16, W/16) and
-        m5 (B, 192, H/32, W/32)."""
+    def low(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) -> the stage-4 map m3 (B, 80, H/16, W/16)."""
         x = torch.nn.functional.relu6(self.stem[1](self.stem[0](x)))
-        for block in self.stem[2:]:
+        for block in self.stem[2:self._cut3]:
+            x = block(x)
+        return x
+
+    def mid_from_low(self, m3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """m3 -> m4 (B, 112, H/16, W/16) and m5 (B, 192, H/32, W/32), through stages 5 and 6."""
+        x = m3
+        for block in self.stem[self._cut3:]:
             x = block(x)
         m4 = x
         for block in self.stem5:
             x = block(x)
         return m4, x
+
+    def mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images (B, 3, H, W) -> the stem's maps m4 and m5."""
+        return self.mid_from_low(self.low(x))
 
     def forward_mid(self, m4: torch.Tensor, m5: torch.Tensor) -> dict[str, torch.Tensor]:
         """From the frozen maps: `feat` (triplet), `emb` (BN neck), `logits`, and with the

@@ -12,6 +12,9 @@ The budget on a shared 2-core CPU (about 2 hours for the whole recipe) decides t
 - Only the last stage, the head, the attention branch and the new layers are trained, on
   P x K batches (P identities, K crops each) with label-smoothed cross-entropy on the classifier,
   ABN's attention-branch cross-entropy, and batch-hard triplet loss on the embedding.
+- Fine-tuning on a benchmark's few hundred training images (`finetune`) can afford two more
+  stages: from the cached stage-4 map (`cache_low_maps`), stages 5 and 6 train too, and random
+  erasing then zeroes a region of that map, before the stages that spread it.
 - A second, cheap phase trains the temporal attention pooling on frozen frame embeddings of
   tracklets sampled from the training identities, each frame drawn as it is or from a copy
   shrunk to 32-72 pixels high (its maps cached once), with the re-ID classifier as its loss: the
@@ -29,7 +32,7 @@ import io
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,10 @@ from storage.atomic import atomic_write, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RECIPES", "cache_low_res", "cache_mid_maps", "embed_maps", "finetune", "train_reid"]
+__all__ = ["RECIPES", "cache_low_maps", "cache_low_res", "cache_mid_maps", "embed_maps", "finetune",
+           "forward_maps", "train_reid"]
+
+Maps = tuple[np.ndarray, ...]  # cached maps of the same crops: (m4, m5), or (m3,)
 
 RECIPES: dict[str, dict[str, Any]] = {
     "full": {"iterations": 500, "p": 16, "k": 4, "lr": 3.5e-4, "pretrained_lr_mult": 0.5,
@@ -96,9 +102,9 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 @torch.no_grad()
-def _stem4_maps(model: AbnReid, data: TrainingSet, cache: Path, device: torch.device,
-                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2, 112, h, w) float16 stride-16 maps of each crop and its mirror, and the kept rows."""
+def _stem_maps(stem: Callable[[torch.Tensor], torch.Tensor], data: TrainingSet, size: tuple[int, int],
+               cache: Path, device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2, C, h, w) float16 maps `stem` gives of each crop and its mirror, and the kept rows."""
     if cache.is_file():
         with np.load(cache) as z:
             return z["maps"], z["kept"]
@@ -115,13 +121,29 @@ def _stem4_maps(model: AbnReid, data: TrainingSet, cache: Path, device: torch.de
             rows.append(i)
         if not images:
             continue
-        x = preprocess(images, model.input_size).to(device)
-        both = torch.stack([model.mid(x)[0], model.mid(x.flip(3))[0]], dim=1)
+        x = preprocess(images, size).to(device)
+        both = torch.stack([stem(x), stem(x.flip(3))], dim=1)
         maps.append(both.half().cpu().numpy())
         kept.extend(rows)
     out = np.concatenate(maps), np.asarray(kept, np.int64)
     _save_npz(cache, maps=out[0], kept=out[1])
     return out
+
+
+def _cache_key(model: AbnReid, data: TrainingSet) -> str:
+    key = hashlib.sha1(repr((model.input_size, [str(p) for p in data.paths])).encode())
+    return key.hexdigest()[:16]
+
+
+@torch.no_grad()
+def cache_low_maps(model: AbnReid, data: TrainingSet, cache_dir: Path, device: torch.device,
+                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """The ImageNet stage-4 map m3 of each crop and its mirror, float16 (N, 2, 80, 16, 8), and the
+    kept row indices: what `finetune` starts from when it also trains stages 5 and 6. Cached
+    like `cache_mid_maps`."""
+    model.eval()
+    path = Path(cache_dir) / f"stem3-{_cache_key(model, data)}.npz"
+    return _stem_maps(model.low, data, model.input_size, path, device, batch_size)
 
 
 @torch.no_grad()
@@ -133,10 +155,11 @@ def cache_mid_maps(model: AbnReid, data: TrainingSet, cache_dir: Path, device: t
     Cached in `cache_dir` under a key of the file list and input size; unreadable files are
     logged by path and left out.
     """
-    key = hashlib.sha1(repr((model.input_size, [str(p) for p in data.paths])).encode())
-    stem4 = Path(cache_dir) / f"stem-{key.hexdigest()[:16]}.npz"
-    stem5 = Path(cache_dir) / f"stem5-{key.hexdigest()[:16]}.npz"
-    m4, kept = _stem4_maps(model, data, stem4, device, batch_size)
+    key = _cache_key(model, data)
+    stem4 = Path(cache_dir) / f"stem-{key}.npz"
+    stem5 = Path(cache_dir) / f"stem5-{key}.npz"
+    m4, kept = _stem_maps(lambda x: model.mid(x)[0], data, model.input_size, stem4, device,
+                          batch_size)
     if stem5.is_file():
         with np.load(stem5) as z:
             logger.info("stem maps from cache %s", cache_dir)
@@ -184,20 +207,27 @@ def pk_batch(labels: np.ndarray, p: int, k: int, generator: torch.Generator,
     return np.asarray(rows, np.int64)
 
 
-def _batch_maps(m4: np.ndarray, m5: np.ndarray, rows: np.ndarray, erase_p: float,
-                generator: torch.Generator, k: int = 1, swap_p: float = 0.0,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_maps(maps: Maps, rows: np.ndarray, erase_p: float, generator: torch.Generator,
+                k: int = 1, swap_p: float = 0.0) -> tuple[torch.Tensor, ...]:
     """The cached maps of `rows` (a P x K batch), each mirrored at random, with background swap
-    (the sides of a crop's maps from the crop K rows on: another person) and random erasing."""
+    (the sides of a crop's maps from the crop K rows on: another person) and random erasing, the
+    same region in each of the crop's maps."""
     flips = (torch.rand(len(rows), generator=generator) < 0.5).long().numpy()
-    x4 = torch.from_numpy(m4[rows, flips].astype(np.float32))
-    x5 = torch.from_numpy(m5[rows, flips].astype(np.float32))
+    xs = tuple(torch.from_numpy(m[rows, flips].astype(np.float32)) for m in maps)
+    also = xs[1] if len(xs) > 1 else None
     if swap_p > 0 and len(rows) > k:
         swap = torch.rand(len(rows), generator=generator) < swap_p
         donors = (torch.arange(len(rows)) + k) % len(rows)
-        swap_background_(x4, donors, swap, also=x5)
-    random_erase_(x4, generator, p=erase_p, also=x5)
-    return x4, x5
+        swap_background_(xs[0], donors, swap, also=also)
+    random_erase_(xs[0], generator, p=erase_p, also=also)
+    return xs
+
+
+def forward_maps(model: AbnReid, xs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    """The network's outputs from cached maps: (m4, m5), or (m3,) through stages 5 and 6."""
+    if len(xs) == 1:
+        return model.forward_mid(*model.mid_from_low(xs[0]))
+    return model.forward_mid(*xs)
 
 
 def reid_loss(out: Mapping[str, torch.Tensor], labels: torch.Tensor, recipe: Mapping[str, Any]
@@ -229,7 +259,7 @@ def _optimizer(model: AbnReid, rec: Mapping[str, Any]) -> torch.optim.Adam:
 
 
 def _step(model: AbnReid, optimizer: torch.optim.Optimizer, base_lrs: list[float], it: int,
-          m4: np.ndarray, m5: np.ndarray, labels: np.ndarray, tracks: np.ndarray,
+          maps: Maps, labels: np.ndarray, tracks: np.ndarray,
           rec: Mapping[str, Any], generator: torch.Generator, dev: torch.device,
           ) -> dict[str, torch.Tensor]:
     """One training step `it` of the recipe on a P x K batch of cached maps; the loss terms."""
@@ -237,10 +267,10 @@ def _step(model: AbnReid, optimizer: torch.optim.Optimizer, base_lrs: list[float
         group["lr"] = base * _lr_factor(it, int(rec["iterations"]), int(rec["warmup"]))
     rows = pk_batch(labels, int(rec["p"]), int(rec["k"]), generator,
                     tracks if rec.get("cross_track") else None)
-    x4, x5 = _batch_maps(m4, m5, rows, float(rec["erase_p"]), generator, int(rec["k"]),
-                         float(rec.get("background_swap", 0.0)))
+    xs = _batch_maps(maps, rows, float(rec["erase_p"]), generator, int(rec["k"]),
+                     float(rec.get("background_swap", 0.0)))
     model.train()
-    terms = reid_loss(model.forward_mid(x4.to(dev), x5.to(dev)),
+    terms = reid_loss(forward_maps(model, tuple(x.to(dev) for x in xs)),
                       torch.as_tensor(labels[rows]).to(dev), rec)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
@@ -248,25 +278,30 @@ def _step(model: AbnReid, optimizer: torch.optim.Optimizer, base_lrs: list[float
     return terms
 
 
-def finetune(model: AbnReid, m4: np.ndarray, m5: np.ndarray, labels: np.ndarray,
+def finetune(model: AbnReid, maps: Maps, labels: np.ndarray,
              tracks: np.ndarray, recipe: Mapping[str, Any], seed: int = 0,
              device: str | torch.device = "cpu") -> list[dict[str, float]]:
     """Fine-tune a trained network in place on other identities (e.g. a VIPeR trial's training
-    half, where the protocol allows it), from their cached maps (`cache_mid_maps`): fresh
-    identity layers, then the training recipe's loss, batches and schedule. Returns the loss
-    history. Minutes on a CPU, so there is no checkpoint."""
+    half, where the protocol allows it), from their cached maps: fresh identity layers, then the
+    training recipe's loss, batches and schedule. `maps` is (m4, m5) from `cache_mid_maps`
+    (stages 7 and the head train, as in `train_reid`) or (m3,) from `cache_low_maps` (stages 5
+    and 6 train too, at the ImageNet layers' rate). Returns the loss history. Minutes on a CPU,
+    so there is no checkpoint."""
     rec = dict(recipe)
     dev = torch.device(device)
     labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the fresh layers' initial weights
         model.new_identities(int(labels.max()) + 1).to(dev)
+    if len(maps) == 1:
+        model.unfreeze_stem()
     optimizer = _optimizer(model, rec)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the global generator drives the blocks' stochastic depth
     history = []
     for it in range(int(rec["iterations"])):
-        terms = _step(model, optimizer, base_lrs, it, m4, m5, labels, tracks, rec, generator, dev)
+        terms = _step(model, optimizer, base_lrs, it, maps, labels, tracks, rec, generator, dev)
         history.append({k: float(v.detach()) for k, v in terms.items()})
     return history
 
@@ -317,17 +352,18 @@ def cache_low_res(model: AbnReid, data: TrainingSet, kept: np.ndarray, cache_dir
 
 
 @torch.no_grad()
-def embed_maps(model: AbnReid, m4: np.ndarray, m5: np.ndarray, device: torch.device,
-                generator: torch.Generator | None = None, batch: int = 64) -> np.ndarray:
-    """BN-neck embeddings of cached maps; with a generator, after heavy erasing (occlusion)."""
+def embed_maps(model: AbnReid, maps: Maps, device: torch.device,
+               generator: torch.Generator | None = None, batch: int = 64) -> np.ndarray:
+    """BN-neck embeddings of cached maps, (m4, m5) or (m3,) (one orientation: (N, C, h, w)
+    each); with a generator, after heavy erasing (occlusion)."""
     model.eval()
     out = []
-    for i in range(0, len(m4), batch):
-        x4 = torch.from_numpy(m4[i:i + batch].astype(np.float32))
-        x5 = torch.from_numpy(m5[i:i + batch].astype(np.float32))
+    for i in range(0, len(maps[0]), batch):
+        xs = tuple(torch.from_numpy(m[i:i + batch].astype(np.float32)) for m in maps)
         if generator is not None:
-            random_erase_(x4, generator, p=1.0, area=(0.3, 0.6), also=x5)
-        out.append(model.forward_mid(x4.to(device), x5.to(device))["emb"].cpu())
+            random_erase_(xs[0], generator, p=1.0, area=(0.3, 0.6),
+                          also=xs[1] if len(xs) > 1 else None)
+        out.append(forward_maps(model, tuple(x.to(device) for x in xs))["emb"].cpu())
     return torch.cat(out).numpy()
 
 
@@ -462,7 +498,7 @@ def train_reid(
         bar = tqdm(range(start, total), desc="re-ID training", initial=start, total=total)
         for it in bar:
             t0 = time.perf_counter()
-            terms = _step(model, optimizer, base_lrs, it, m4, m5, labels, tracks, rec, generator,
+            terms = _step(model, optimizer, base_lrs, it, (m4, m5), labels, tracks, rec, generator,
                           dev)
             elapsed += time.perf_counter() - t0
             history.append({"iteration": it + 1, "lr": optimizer.param_groups[1]["lr"],
@@ -472,8 +508,8 @@ def train_reid(
                 save(it + 1, complete=False)
         t0 = time.perf_counter()
         heights, low4, low5, low_heights = cache_low_res(model, data, kept, cache, dev, seed)
-        versions = np.stack([embed_maps(model, m4[:, 0], m5[:, 0], dev),
-                             embed_maps(model, low4, low5, dev)])
+        versions = np.stack([embed_maps(model, (m4[:, 0], m5[:, 0]), dev),
+                             embed_maps(model, (low4, low5), dev)])
         temporal, temporal_losses = train_temporal(
             versions, np.stack([heights, low_heights]), labels, tracks, model.classifier, rec,
             generator)

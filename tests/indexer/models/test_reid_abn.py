@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import cv2
@@ -18,7 +19,7 @@ from indexer.models.reid_abn.functional import (
     swap_background_,
 )
 from indexer.models.reid_abn.model import AbnReid, TemporalAttention, load_abn
-from indexer.models.reid_abn.train import pk_batch, train_temporal
+from indexer.models.reid_abn.train import RECIPES, embed_maps, finetune, pk_batch, train_temporal
 
 
 def test_attention_weighting_is_x_times_one_plus_a() -> None:
@@ -42,6 +43,63 @@ def test_network_outputs_and_attention_shape() -> None:
     assert out["att_logits"].shape == (3, 5)
     base = AbnReid(num_classes=5, attention=False, pretrained=False, input_size=(64, 32)).eval()
     assert "att" not in base(torch.randn(2, 3, 64, 32))
+
+
+def test_stem_splits_at_stage_4_and_unfreezing_moves_stages_5_6_to_the_imagenet_group() -> None:
+    torch.manual_seed(0)
+    model = AbnReid(num_classes=5, attention=True, pretrained=False, input_size=(64, 32)).eval()
+    x = torch.randn(2, 3, 64, 32)
+    m3 = model.low(x)
+    assert m3.shape == (2, 80, 4, 2)
+    for a, b in zip(model.mid(x), model.mid_from_low(m3), strict=True):
+        torch.testing.assert_close(a, b)
+    frozen = {id(p) for p in model.stem5.parameters()}
+    assert not frozen & {id(p) for p in model.pretrained_parameters() + model.new_parameters()}
+    model.unfreeze_stem()
+    pretrained = {id(p) for p in model.pretrained_parameters()}
+    assert frozen <= pretrained
+    assert not pretrained & {id(p) for p in model.new_parameters()}
+    # stages 1-4 stay frozen
+    assert not any(p.requires_grad for p in model.stem[:model._cut3].parameters())
+
+
+def _finetuned(maps: tuple[np.ndarray, ...], seed: int) -> tuple[AbnReid, AbnReid]:
+    torch.manual_seed(0)
+    start = AbnReid(num_classes=3, attention=True, pretrained=False, input_size=(64, 32))
+    model = copy.deepcopy(start)
+    labels = np.repeat(np.arange(4), 2)
+    recipe = {**RECIPES["short"], "iterations": 2, "p": 2, "k": 2, "lr": 1e-2}
+    history = finetune(model, maps, labels, labels % 2, recipe, seed=seed)
+    assert len(history) == 2 and model.num_classes == 4
+    return start, model
+
+
+def test_finetune_from_stage_4_maps_trains_stages_5_6_and_is_seeded() -> None:
+    rng = np.random.default_rng(0)
+    m3 = rng.standard_normal((8, 2, 80, 4, 2)).astype(np.float16)
+    start, a = _finetuned((m3,), seed=1)
+    _, b = _finetuned((m3,), seed=1)
+    changed = [not torch.equal(p, q) for p, q in zip(start.stem5.parameters(), a.stem5.parameters(),
+                                                     strict=True)]
+    assert any(changed)
+    for p, q in zip(start.stem[:start._cut3].parameters(), a.stem[:a._cut3].parameters(),
+                    strict=True):
+        assert torch.equal(p, q)
+    ea, eb = (embed_maps(m, (m3[:, 0],), torch.device("cpu")) for m in (a, b))
+    np.testing.assert_allclose(ea, eb, rtol=1e-5, atol=1e-5)
+    assert ea.shape == (8, 512)
+
+
+def test_finetune_from_stage_6_maps_keeps_the_stem_frozen() -> None:
+    rng = np.random.default_rng(0)
+    maps = (rng.standard_normal((8, 2, 112, 4, 2)).astype(np.float16),
+            rng.standard_normal((8, 2, 192, 2, 1)).astype(np.float16))
+    start, model = _finetuned(maps, seed=1)
+    for p, q in zip(start.stem5.parameters(), model.stem5.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not any(torch.equal(p, q) for p, q in zip(start.top.parameters(),
+                                                      model.top.parameters(), strict=True)
+                   if p.dim() > 1)
 
 
 def test_batch_hard_triplet_hand_checked() -> None:
