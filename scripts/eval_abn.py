@@ -185,19 +185,24 @@ def cmd_masking(args: argparse.Namespace) -> None:
         model, _ = load_abn(ckpt)
         kinds = ["grad-cam"] + (["attention"] if model.attention is not None else [])
         for kind in kinds:
-            top, rnd = [], []
+            top, rnd, centre, sides = [], [], [], []
             for a, b in zip(q, g, strict=True):
                 heat = (explain_pair(model, a, b)[0] if kind == "attention"
                         else similarity_gradcam(model, a, b))[0]
                 t, r = masking_effect(model, a, b, heat)
                 top.append(t)
                 rnd.append(r)
+                quarter = heat.shape[1] // 4  # the outer quarters of the columns: mostly background
+                centre.append(float(heat[:, quarter:heat.shape[1] - quarter].mean()))
+                sides.append(float(np.concatenate([heat[:, :quarter], heat[:, -quarter:]]).mean()))
             top_a, rnd_a = np.asarray(top), np.asarray(rnd)
             print(json.dumps({"checkpoint": str(ckpt), "map": kind, "pairs": len(top),
                               "block": "1/4 height x 1/2 width of the crop",
                               "mean_change_top": round(float(top_a.mean()), 4),
                               "mean_change_random": round(float(rnd_a.mean()), 4),
-                              "top_beats_random": int((top_a > rnd_a).sum())}), flush=True)
+                              "top_beats_random": int((top_a > rnd_a).sum()),
+                              "map_centre_half": round(float(np.mean(centre)), 3),
+                              "map_outer_quarters": round(float(np.mean(sides)), 3)}), flush=True)
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
