@@ -1,7 +1,8 @@
 """The ABN network (or its baseline) fine-tuned on each VIPeR trial's training half, then scored.
 
     OMP_NUM_THREADS=1 python scripts/viper_abn_finetune.py CKPT [--trials 10] [--iterations 400]
-        [--save-first runs/abn-viper-trial0.pt]
+        [--save-first runs/abn-viper-trial0.pt] [--unfreeze-stem] [--first-trial 0]
+        [--save-embeddings DIR]
 
 The trials are those of `tansaku eval reid --format viper` (seed 0). For each trial a copy of the
 network trained on PETA (`tansaku train-reid`, CKPT) gets fresh identity layers for the trial's 316
@@ -13,8 +14,10 @@ network: euclidean, XQDA learned on the training half, and fused with GOG (GOG's
 GOG block, training-mean removal + L2 on the network block, one XQDA). Nothing of the test half is
 seen in fine-tuning. One JSON line per trial and method, then the means.
 
-`--save-first` keeps trial 0's fine-tuned network as a checkpoint `abn:CKPT` loads (for heat maps
-and the masking check on that trial's test persons).
+`--unfreeze-stem` also trains ImageNet stages 5 and 6, from the cached stage-4 maps (slower: about
+14 minutes a trial on one thread, against 3-4 without). `--save-first` keeps trial 0's fine-tuned
+network as a checkpoint `abn:CKPT` loads (for heat maps and the masking check on that trial's
+test persons).
 """
 
 from __future__ import annotations
