@@ -284,7 +284,7 @@ def finetune(model: AbnReid, maps: Maps, labels: np.ndarray,
     """Fine-tune a trained network in place on other identities (e.g. a VIPeR trial's training
     half, where the protocol allows it), from their cached maps: fresh identity layers, then the
     training recipe's loss, batches and schedule. `maps` is (m4, m5) from `cache_mid_maps`
-    (stages 7 and the head train, as in `train_reid`) or (m3,) from `cache_low_maps` (stages 5
+    (stage 7 and the head train, as in `train_reid`) or (m3,) from `cache_low_maps` (stages 5
     and 6 train too, at the ImageNet layers' rate). Returns the loss history. Minutes on a CPU,
     so there is no checkpoint."""
     rec = dict(recipe)
