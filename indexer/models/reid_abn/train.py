@@ -298,7 +298,6 @@ def finetune(model: AbnReid, maps: Maps, labels: np.ndarray,
     optimizer = _optimizer(model, rec)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the global generator drives the blocks' stochastic depth
     history = []
     for it in range(int(rec["iterations"])):
         terms = _step(model, optimizer, base_lrs, it, maps, labels, tracks, rec, generator, dev)

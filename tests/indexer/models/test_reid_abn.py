@@ -63,10 +63,12 @@ def test_stem_splits_at_stage_4_and_unfreezing_moves_stages_5_6_to_the_imagenet_
     assert not any(p.requires_grad for p in model.stem[:model._cut3].parameters())
 
 
-def _finetuned(maps: tuple[np.ndarray, ...], seed: int) -> tuple[AbnReid, AbnReid]:
+def _finetuned(maps: tuple[np.ndarray, ...], seed: int, global_seed: int = 0,
+               ) -> tuple[AbnReid, AbnReid]:
     torch.manual_seed(0)
     start = AbnReid(num_classes=3, attention=True, pretrained=False, input_size=(64, 32))
     model = copy.deepcopy(start)
+    torch.manual_seed(global_seed)  # finetune must not depend on the global generator's state
     labels = np.repeat(np.arange(4), 2)
     recipe = {**RECIPES["short"], "iterations": 2, "p": 2, "k": 2, "lr": 1e-2}
     history = finetune(model, maps, labels, labels % 2, recipe, seed=seed)
@@ -78,16 +80,18 @@ def test_finetune_from_stage_4_maps_trains_stages_5_6_and_is_seeded() -> None:
     rng = np.random.default_rng(0)
     m3 = rng.standard_normal((8, 2, 80, 4, 2)).astype(np.float16)
     start, a = _finetuned((m3,), seed=1)
-    _, b = _finetuned((m3,), seed=1)
+    _, b = _finetuned((m3,), seed=1, global_seed=123)
+    _, c = _finetuned((m3,), seed=2)
     changed = [not torch.equal(p, q) for p, q in zip(start.stem5.parameters(), a.stem5.parameters(),
                                                      strict=True)]
     assert any(changed)
     for p, q in zip(start.stem[:start._cut3].parameters(), a.stem[:a._cut3].parameters(),
                     strict=True):
         assert torch.equal(p, q)
-    ea, eb = (embed_maps(m, (m3[:, 0],), torch.device("cpu")) for m in (a, b))
+    ea, eb, ec = (embed_maps(m, (m3[:, 0],), torch.device("cpu")) for m in (a, b, c))
     np.testing.assert_allclose(ea, eb, rtol=1e-5, atol=1e-5)
     assert ea.shape == (8, 512)
+    assert np.abs(ea - ec).max() > 1e-3  # another seed, other batches and initial weights
 
 
 def test_finetune_from_stage_6_maps_keeps_the_stem_frozen() -> None:
