@@ -75,10 +75,12 @@ class RankedImage:
     matched_attributes: dict[str, float] | None = None
     # tracklet searches (`--tracklets`): the images of this result's tracklet, `path` the first
     frames: list[str] | None = None
+    frame_ids: list[int] | None = None  # their image ids, in the same order
 
     def to_json(self) -> dict[str, Any]:
         """One result of `tansaku query --json` (person and camera ids only where known)."""
-        optional = ("person_id", "camera_id", "box", "attributes", "matched_attributes", "frames")
+        optional = ("person_id", "camera_id", "box", "attributes", "matched_attributes", "frames",
+                    "frame_ids")
         return {k: v for k, v in self.__dict__.items() if v is not None or k not in optional}
 
 
@@ -227,7 +229,7 @@ class OpenGallery:
             members = self.tracklets.members[t]
             first = self._result(rank, Hit(members[0], score))
             frames = [str(self.image_file(i)) for i in members]
-            out.append(replace(first, frames=frames))
+            out.append(replace(first, frames=frames, frame_ids=list(members)))
         return out
 
     @cached_property
@@ -566,17 +568,19 @@ class Engine:
     def search_pixels(
         self, opened: OpenGallery, pixels: np.ndarray, label: str, top_k: int = 10,
         shortlist: int = 100, rerank: bool = True, conf: RerankConf | None = None,
-        attributes: str | None = None,
+        attributes: str | None = None, tracklets: bool = False,
     ) -> QueryResult:
         """Rank an open gallery for an image already decoded (RGB uint8); `label` names it;
-        `attributes` re-score the shortlist as `query IMAGE --attr` does."""
+        `attributes` re-score the shortlist as `query IMAGE --attr` does; `tracklets` ranks the
+        gallery's tracklets as `query IMAGE --tracklets` does."""
         if attributes:
             self._attribute_terms(opened, attributes)  # refused before the image is described
         start = time.perf_counter()
         description = opened.describer.describe(pixels)
         extraction = time.perf_counter() - start
         return self.search_description(opened, description, label, top_k, shortlist, rerank, conf,
-                                       attributes=attributes, extraction=extraction)
+                                       attributes=attributes, extraction=extraction,
+                                       tracklets=tracklets)
 
     def search_description(
         self, opened: OpenGallery, description: Description, label: str, top_k: int = 10,

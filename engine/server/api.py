@@ -68,6 +68,9 @@ def query_gallery(
     attributes: Annotated[str | None, Form(
         description="Person galleries with attributes: re-score the shortlist by these "
         "(comma-separated names or words, as `tansaku query IMAGE --attr`).")] = None,
+    tracklets: Annotated[bool, Form(
+        description="Person galleries: rank whole tracklets (the images of one person from one "
+        "camera), as `tansaku query IMAGE --tracklets`; each result lists its frames.")] = False,
 ) -> dict[str, Any]:
     s = state(request)
     data = file.file.read(s.config.max_bytes + 1)
@@ -75,7 +78,7 @@ def query_gallery(
     conf = rerank_conf(mode or None)
     opened = s.engine.warm.get(name)
     result = s.engine.search_pixels(opened, pixels, file.filename or "upload", top_k, shortlist,
-                                    rerank, conf, attributes or None)
+                                    rerank, conf, attributes or None, tracklets)
     assert result.description is not None
     query_id = s.queries.add(name, pixels, result.description, conf)
     out = _with_urls(result, query_id)
@@ -115,6 +118,8 @@ def _with_urls(result: QueryResult, query_id: str | None = None) -> dict[str, An
         item["image_url"] = f"{base}/{image_id}/original"
         if query_id is not None:
             item["match_url"] = f"/api/queries/{query_id}/matches/{image_id}.png"
+        if "frame_ids" in item:
+            item["frame_urls"] = [f"{base}/{i}/thumbnail" for i in item["frame_ids"]]
     return out
 
 

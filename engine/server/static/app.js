@@ -152,13 +152,15 @@ const tansaku = (() => {
     data.append("file", file);
     for (const name of ["top_k", "shortlist", "mode"]) data.append(name, form.elements[name].value);
     data.append("rerank", form.elements.rerank.checked ? "true" : "false");
+    const tracklets = form.elements.tracklets && form.elements.tracklets.checked;
+    if (tracklets) data.append("tracklets", "true");
     const words = $("#query-attr") ? $("#query-attr").value.trim() : "";
     if (words) data.append("attributes", words);
     const preview = $("#query-preview");
     preview.src = URL.createObjectURL(file);
     preview.hidden = false;
     return show(() => api(`/api/galleries/${encodeURIComponent(gallery)}/query`, { method: "POST", body: data }),
-      (result, ms) => `${result.results.length} results in ${ms} ms for ${file.name}` + (words ? ` with: ${words}` : ""));
+      (result, ms) => `${result.results.length} ${tracklets ? "tracklets" : "results"} in ${ms} ms for ${file.name}` + (words ? ` with: ${words}` : ""));
   }
   function renderResults(result) {
     const cards = result.results.map((r) => {
@@ -171,6 +173,12 @@ const tansaku = (() => {
         el("span", { class: "name", text: r.relative_path || r.path, title: r.path }),
         el("span", { class: "facts", text: facts.join(" · ") }));
       if (r.matched_attributes) card.append(el("span", { class: "why", text: why(r).join(" · ") }));
+      if (r.frame_urls) {  // a tracklet: how many images it holds, and a strip of them
+        facts.push(`${r.frame_urls.length} frames`);
+        card.querySelector(".facts").textContent = facts.join(" · ");
+        card.append(el("span", { class: "frames" },
+          ...r.frame_urls.slice(0, 8).map((src) => el("img", { src, alt: "", loading: "lazy" }))));
+      }
       card.addEventListener("click", () => openMatch(r, result.match_view));
       return card;
     });

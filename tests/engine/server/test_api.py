@@ -197,3 +197,32 @@ def test_person_gallery_results_carry_person_and_camera(client: TestClient, engi
     assert all("person_id" in r and "camera_id" in r for r in body["results"])
     view = client.get(first["match_url"])  # no local features: the pair side by side, no lines
     assert view.status_code == 200 and view.headers["x-inliers"] == "0"
+
+
+def test_tracklet_query_ranks_tracklets_with_their_frames(client: TestClient, engine: Engine,
+                                                         world: dict[str, Path]) -> None:
+    from engine.core import profile_config
+    from tests.engine.test_person_gallery import person_crop
+
+    rng = np.random.default_rng(1)
+    folder = world["root"] / "tracks"
+    for pid in range(1, 5):
+        for cam in (1, 2):
+            for frame in range(3):  # a tracklet of three images per person and camera
+                write_rgb(folder / f"{pid:04d}_c{cam}s1_{frame:06d}_00.jpg", person_crop(pid, cam, rng))
+    engine.index_folder(folder, "tracks", profile="person", config=profile_config("person", "lomo"))
+    body = query(client, jpeg_bytes(person_crop(3, 1, rng)), gallery="tracks", top_k="20",
+                 tracklets="true").json()
+    results = body["results"]
+    assert len(results) == 8  # four persons x two cameras, not 24 images
+    assert results[0]["person_id"] == 3
+    for r in results:
+        assert len(r["frames"]) == len(r["frame_ids"]) == len(r["frame_urls"]) == 3
+        assert {Path(f).name[:4] for f in r["frames"]} == {f"{r['person_id']:04d}"}
+        assert r["image_id"] == r["frame_ids"][0]
+    thumbnail = client.get(results[0]["frame_urls"][2])
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    plain = query(client, jpeg_bytes(person_crop(3, 1, rng)), gallery="tracks", top_k="20").json()
+    assert len(plain["results"]) == 20 and "frames" not in plain["results"][0]
+    landmark = query(client, jpeg_bytes(sample_image("rocket", 128)), tracklets="true")
+    assert landmark.status_code == 400 and "person galleries" in landmark.json()["error"]

@@ -108,3 +108,30 @@ def test_image_query_with_attribute_words_in_the_browser(page, live_server: str,
 
     page.goto(f"{live_server}/galleries/pedestrians-plain")  # no attributes: no field
     assert page.locator("#query-form").count() == 1 and page.locator("#query-attr").count() == 0
+
+
+def test_tracklet_query_in_the_browser(page, live_server: str, engine, world: dict[str, Path],
+                                       tmp_path: Path) -> None:
+    """'whole tracklets' on a person gallery's page ranks tracklets, each card with its frames."""
+    from engine.core import profile_config
+
+    folder = world["allowed"] / "walkers"
+    for k, (top, bottom) in enumerate([("red", "black"), ("blue", "grey"), ("red", "grey")]):
+        for frame in range(2):
+            write_rgb(folder / f"{k + 1:04d}_c2s1_{frame:06d}_00.jpg",
+                      pedestrian(top, bottom, seed=10 * k + frame))
+    engine.index_folder(folder, "walkers", profile="person", config=profile_config("person", "lomo"))
+    query = write_rgb(tmp_path / "walker.jpg", pedestrian("blue", "grey", seed=99))
+    page.goto(f"{live_server}/galleries/walkers")
+    page.check("input[name=tracklets]")
+    page.set_input_files("#file", str(query))
+    page.wait_for_selector(".card .frames", timeout=120_000)
+    cards = page.locator(".card")
+    assert cards.count() == 3  # three tracklets of two images, not six images
+    assert "3 tracklets" in page.inner_text("#query-status")
+    for k in range(3):
+        assert cards.nth(k).locator(".frames img").count() == 2
+        assert "2 frames" in cards.nth(k).locator(".facts").inner_text()
+    assert cards.nth(0).locator(".name").inner_text().startswith("0002_")
+    page.goto(f"{live_server}/galleries/photos")  # a landmark gallery has no such option
+    assert page.locator("input[name=tracklets]").count() == 0
