@@ -5,6 +5,8 @@ part goes through the stage its authors use, fitted on the training images only:
 
 - `gog`: the authors' per-colour-space mean removal and L2 normalisation (`GOGNormalizer`);
 - `cdpcf` / `cdpcf-mbv2`: the camera-specific discriminative pooling (`CDPCF`);
+- `abn` in a fusion: the training mean removed (then the fusion's L2), as GOG's authors centre
+  each block they fuse; alone it learns nothing (a shift changes no euclidean or XQDA distance);
 - the others (LOMO, PCB, the pooled CNN features) are normalised at extraction (LOMO: log and L2,
   as its authors' code; CNN features: each layer block L2) and learn nothing here.
 
@@ -44,7 +46,25 @@ def part_dims(method: str) -> tuple[int, ...]:
     return tuple(int(describe_persons(str(p), [blank]).shape[1]) for p in parse_method(method))
 
 
-def _make(part: str) -> Any:
+class MeanRemoval:
+    """Subtracts the training rows' mean (a fused network block, before the fusion's L2)."""
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray) -> MeanRemoval:
+        self.mean_ = np.asarray(X, np.float64).mean(axis=0)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        if self.mean_ is None:
+            raise RuntimeError("MeanRemoval is not fitted")
+        return np.asarray(X, np.float64) - self.mean_
+
+
+def _make(part: str, fused: bool) -> Any:
+    if part == "abn" and fused:
+        return MeanRemoval()
     if part == "gog":
         from indexer.extractors.gog import GOGNormalizer
 
@@ -75,7 +95,7 @@ class PersonStages:
         self.dims = tuple(dims) if dims is not None else part_dims(method)
         if len(self.dims) != len(self.parts):
             raise ValueError(f"{len(self.dims)} part sizes for the {len(self.parts)} parts of {method!r}")
-        self.stages: list[Any] = [_make(p) for p in self.parts]
+        self.stages: list[Any] = [_make(p, len(self.parts) > 1) for p in self.parts]
 
     def _split(self, X: np.ndarray) -> list[np.ndarray]:
         if X.ndim != 2 or X.shape[1] != sum(self.dims):
@@ -131,6 +151,8 @@ class PersonStages:
                 stage.cams_ = a[f"{i}_cams"]
                 stage.maps = int(a[f"{i}_maps"])
                 stage.weights_ = [a[f"{i}_w{j}"] for j in range(len(stage.shapes))]
+            elif isinstance(stage, MeanRemoval) and f"{i}_mean" not in a:
+                model.stages[i] = None  # stored before fused ABN blocks were centred
             elif stage is not None:
                 stage.mean_ = a[f"{i}_mean"]
         return model
