@@ -180,17 +180,26 @@ def test_query_sees_a_gallery_reindexed_by_another_process(client: TestClient, e
     assert after[0]["relative_path"] == "chelsea.jpg"
 
 
-def test_person_gallery_results_carry_person_and_camera(client: TestClient, engine: Engine,
-                                                        world: dict[str, Path]) -> None:
+def person_gallery(engine: Engine, folder: Path, frames: int, rng: np.random.Generator) -> str:
+    """A LOMO person gallery of persons 1-4 seen by cameras 1 and 2, `frames` images each."""
     from engine.core import profile_config
     from tests.engine.test_person_gallery import person_crop
 
-    rng = np.random.default_rng(0)
-    folder = world["root"] / "people"
     for pid in range(1, 5):
         for cam in (1, 2):
-            write_rgb(folder / f"{pid:04d}_c{cam}s1_{cam:06d}_00.jpg", person_crop(pid, cam, rng))
-    engine.index_folder(folder, "people", profile="person", config=profile_config("person", "lomo"))
+            for frame in range(frames):
+                write_rgb(folder / f"{pid:04d}_c{cam}s1_{cam + frame:06d}_00.jpg",
+                          person_crop(pid, cam, rng))
+    engine.index_folder(folder, folder.name, profile="person", config=profile_config("person", "lomo"))
+    return folder.name
+
+
+def test_person_gallery_results_carry_person_and_camera(client: TestClient, engine: Engine,
+                                                        world: dict[str, Path]) -> None:
+    from tests.engine.test_person_gallery import person_crop
+
+    rng = np.random.default_rng(0)
+    person_gallery(engine, world["root"] / "people", 1, rng)
     body = query(client, jpeg_bytes(person_crop(3, 1, rng)), gallery="people", top_k="4").json()
     first = body["results"][0]
     assert (first["person_id"], first["camera_id"]) == (3, int(first["relative_path"][6]))
@@ -201,16 +210,10 @@ def test_person_gallery_results_carry_person_and_camera(client: TestClient, engi
 
 def test_tracklet_query_ranks_tracklets_with_their_frames(client: TestClient, engine: Engine,
                                                          world: dict[str, Path]) -> None:
-    from engine.core import profile_config
     from tests.engine.test_person_gallery import person_crop
 
     rng = np.random.default_rng(1)
-    folder = world["root"] / "tracks"
-    for pid in range(1, 5):
-        for cam in (1, 2):
-            for frame in range(3):  # a tracklet of three images per person and camera
-                write_rgb(folder / f"{pid:04d}_c{cam}s1_{frame:06d}_00.jpg", person_crop(pid, cam, rng))
-    engine.index_folder(folder, "tracks", profile="person", config=profile_config("person", "lomo"))
+    person_gallery(engine, world["root"] / "tracks", 3, rng)  # tracklets of three images
     body = query(client, jpeg_bytes(person_crop(3, 1, rng)), gallery="tracks", top_k="20",
                  tracklets="true").json()
     results = body["results"]
