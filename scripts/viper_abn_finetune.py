@@ -24,7 +24,7 @@ or in choosing anything. One JSON line per trial and method, then the means. The
   per trial by inner validation on the training half only: its persons are split in two, a copy
   of CKPT is fine-tuned on one half (the same epochs: half the iterations), GOG's XQDA is learned
   on that half, and the w of `FUSION_WEIGHTS` with the best mAP on the other half (cam_a probes
-  cam_b) is used on the test half. That doubles the time per trial by half again.
+  cam_b) is used on the test half. That adds about half again to the time per trial.
 
 `--unfreeze-stem` also trains ImageNet stages 5 and 6, from the cached stage-4 maps (slower: 8-14
 minutes a trial on one thread, against 3-4 without). `--save-first` keeps trial 0's fine-tuned
@@ -179,6 +179,19 @@ class Finetuner:
         return best, {str(w): round(100 * m, 2) for w, m in maps.items()}
 
 
+def fusion_weight(text: str) -> str:
+    """`--fusion-weight`: 'inner', 'none' or a non-negative number (argparse names a bad one)."""
+    if text in ("inner", "none"):
+        return text
+    try:
+        ok = float(text) >= 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'inner', 'none' or a weight >= 0")
+    return text
+
+
 def main() -> None:
     """Fine-tune (or load), describe and score each trial."""
     import torch
@@ -203,7 +216,7 @@ def main() -> None:
                         help="write each trial's embeddings of every image to this folder")
     parser.add_argument("--from-embeddings", type=Path, default=None,
                         help="score the embeddings --save-embeddings wrote (no fine-tuning)")
-    parser.add_argument("--fusion-weight", default="inner",
+    parser.add_argument("--fusion-weight", default="inner", type=fusion_weight,
                         help="score fusion: 'inner' (chosen on the training half), a number, or "
                         "'none' (no score fusion: no inner fine-tuning)")
     args = parser.parse_args()
