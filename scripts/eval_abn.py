@@ -57,8 +57,10 @@ def cached(cache: Path, key: str, compute) -> dict[str, np.ndarray]:  # type: ig
     return arrays
 
 
-def abn_features(ckpt: Path, persons: PersonSet, cache: Path) -> dict[str, np.ndarray]:
-    """Raw (BN-neck) embeddings and temporal-attention frame scores of every image."""
+def abn_features(ckpt: Path, persons: PersonSet, cache: Path, flip: bool = True
+                 ) -> dict[str, np.ndarray]:
+    """Raw (BN-neck) embeddings (with `flip`, of each image and its mirror image averaged) and
+    temporal-attention frame scores of every image."""
     import torch
 
     from indexer.models.reid_abn.model import describe_frames, load_abn
@@ -66,7 +68,7 @@ def abn_features(ckpt: Path, persons: PersonSet, cache: Path) -> dict[str, np.nd
     def compute() -> dict[str, np.ndarray]:
         model, temporal = load_abn(ckpt)
         images = read_rgb(persons.paths)
-        raw = describe_frames(model, images)
+        raw = describe_frames(model, images, flip=flip)
         heights = np.array([im.shape[0] for im in images], np.float32)
         scores = np.zeros(len(raw), np.float32)
         if temporal is not None:
@@ -75,7 +77,8 @@ def abn_features(ckpt: Path, persons: PersonSet, cache: Path) -> dict[str, np.nd
         return {"raw": raw, "scores": scores, "heights": heights}
 
     st = ckpt.stat()
-    return cached(cache, _key("abn", str(ckpt.resolve()), st.st_mtime, persons.paths), compute)
+    key = _key("abn", str(ckpt.resolve()), st.st_mtime, persons.paths, *(("flip",) if flip else ()))
+    return cached(cache, key, compute)
 
 
 def gog_features(persons: PersonSet, cache: Path) -> np.ndarray:
@@ -122,7 +125,7 @@ def cmd_viper(args: argparse.Namespace) -> None:
         print(json.dumps(evaluate_viper(gog, persons, "xqda", args.trials, method="gog+xqda",
                                         normalizer=GOGNormalizer)), flush=True)
     for ckpt in args.ckpt:
-        emb = l2(abn_features(ckpt, persons, args.cache)["raw"])
+        emb = l2(abn_features(ckpt, persons, args.cache, args.flip)["raw"])
         name = f"abn:{ckpt.name}"
         for metric in ("euclidean", "xqda"):
             print(json.dumps(evaluate_viper(emb, persons, metric, args.trials,  # type: ignore[arg-type]
@@ -143,7 +146,7 @@ def cmd_gog(args: argparse.Namespace) -> None:
 def cmd_caviar(args: argparse.Namespace) -> None:
     persons = load_multishot(args.root / "caviar4reid")
     for ckpt in args.ckpt:
-        f = abn_features(ckpt, persons, args.cache)
+        f = abn_features(ckpt, persons, args.cache, args.flip)
         emb = l2(f["raw"])
         for metric in args.metrics:
             for shots in (1, 5, None):
@@ -229,6 +232,8 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="+", default=["euclidean", "xqda"])
     parser.add_argument("--no-gog", dest="gog", action="store_false")
     parser.add_argument("--no-gog-alone", dest="gog_alone", action="store_false")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="viper/caviar: describe each image alone, without its mirror image")
     parser.add_argument("--out", type=Path, default=Path("/tmp/abn-explain"))
     parser.add_argument("--test-half", action="store_true",
                         help="masking/explain: persons of trial 0's test half only (a network "

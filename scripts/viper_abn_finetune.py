@@ -128,6 +128,7 @@ class Finetuner:
         from indexer.models.reid_abn.train import RECIPES, cache_low_maps, cache_mid_maps
 
         self.pids, self.cams = pids, cams
+        self.flip = args.flip
         self.trained, _ = load_abn(args.ckpt)
         viper = TrainingSet(paths, pids.astype(np.int64), cams.astype(np.int64), ())
         self.device = torch.device("cpu")
@@ -146,8 +147,8 @@ class Finetuner:
 
     def run(self, rows: np.ndarray, seed: int, iterations: int | None = None
             ) -> tuple[Any, np.ndarray, dict[str, Any]]:
-        """A copy fine-tuned on `rows` (a mask): the network, its embeddings of every image, and
-        the run's facts (seconds, CPU seconds, final loss)."""
+        """A copy fine-tuned on `rows` (a mask): the network, its embeddings of every image and of
+        its mirror image (N, 2, D), and the run's facts (seconds, CPU seconds, final loss)."""
         from indexer.models.reid_abn.train import embed_maps, finetune
 
         recipe = dict(self.recipe)
@@ -160,7 +161,8 @@ class Finetuner:
         facts = {"finetune_seconds": round(time.perf_counter() - wall, 1),
                  "finetune_cpu_seconds": round(time.process_time() - cpu, 1),
                  "final_loss": round(history[-1]["total"], 4)}
-        emb = embed_maps(model, tuple(m[:, 0] for m in self.maps), self.device)
+        emb = np.stack([embed_maps(model, tuple(m[:, o] for m in self.maps), self.device)
+                        for o in (0, 1)], axis=1)
         return model, emb.astype(np.float64), facts
 
     def inner_weight(self, gog: np.ndarray, train_ids: np.ndarray, trial: int
@@ -172,11 +174,29 @@ class Finetuner:
         inner = Split(self.pids, self.cams, fit_ids, val_ids)
         _, emb, _ = self.run(inner.train, seed=trial, iterations=self.recipe["iterations"] // 2)
         gog_dist = gog_distances(gog, inner)
-        net_dist = inner.distances("euclidean", l2(emb))
+        net_dist = inner.distances("euclidean", l2(descriptor(emb, self.flip)))
         maps = {w: float(inner.score(score_fusion(gog_dist, net_dist, w)).mAP)
                 for w in FUSION_WEIGHTS}
         best = max(FUSION_WEIGHTS, key=lambda w: (maps[w], -w))  # ties: the smaller weight
         return best, {str(w): round(100 * m, 2) for w, m in maps.items()}
+
+
+def descriptor(emb: np.ndarray, flip: bool) -> np.ndarray:
+    """A run's (N, 2, D) embeddings of each image and its mirror -> (N, D): their mean (test-time
+    flip averaging, as `describe_frames`) or the image's alone."""
+    return emb.mean(axis=1) if flip else emb[:, 0]
+
+
+def load_embeddings(folder: Path, trial: int, n: int) -> np.ndarray | None:
+    """(N, 2, D) embeddings a run saved for `trial`, or None; runs before flip averaging saved
+    the image's alone (N, D), returned as (N, 1, D), which only `--no-flip` can score."""
+    path = folder / f"trial{trial}.npy"
+    if not path.is_file():
+        return None
+    emb = np.load(path).astype(np.float64)
+    if len(emb) != n:
+        raise ValueError(f"{path}: {len(emb)} embeddings for {n} VIPeR images")
+    return emb if emb.ndim == 3 else emb[:, None]
 
 
 def fusion_weight(text: str) -> str:
@@ -216,6 +236,9 @@ def main() -> None:
                         help="write each trial's embeddings of every image to this folder")
     parser.add_argument("--from-embeddings", type=Path, default=None,
                         help="score the embeddings --save-embeddings wrote (no fine-tuning)")
+    parser.add_argument("--no-flip", dest="flip", action="store_false",
+                        help="describe each image alone (the default adds its mirror image's "
+                        "embedding: test-time flip averaging)")
     parser.add_argument("--fusion-weight", default="inner", type=fusion_weight,
                         help="score fusion: 'inner' (chosen on the training half), a number, or "
                         "'none' (no score fusion: no inner fine-tuning)")
@@ -238,26 +261,27 @@ def main() -> None:
         split = Split(pids, cams, train_ids, test_ids)
         facts: dict[str, Any] = {"trial": t}
         if args.from_embeddings is not None:
-            path = args.from_embeddings / f"trial{t}.npy"
-            if not path.is_file():
-                print(f"no embeddings for trial {t}: {path}", file=sys.stderr)
+            both = load_embeddings(args.from_embeddings, t, len(pids))
+            if both is None:
+                print(f"no embeddings for trial {t} in {args.from_embeddings}", file=sys.stderr)
                 continue
-            emb = np.load(path).astype(np.float64)
-            if len(emb) != len(pids):
-                raise ValueError(f"{path}: {len(emb)} embeddings for {len(pids)} VIPeR images")
+            if args.flip and both.shape[1] == 1:
+                raise SystemExit(f"{args.from_embeddings}: saved without mirror images; "
+                                 "score them with --no-flip")
         else:
             assert tuner is not None
-            model, emb, run_facts = tuner.run(split.train, seed=t)
+            model, both, run_facts = tuner.run(split.train, seed=t)
             facts.update(run_facts)
             if args.save_embeddings is not None:
                 args.save_embeddings.mkdir(parents=True, exist_ok=True)
-                np.save(args.save_embeddings / f"trial{t}.npy", emb.astype(np.float32))
+                np.save(args.save_embeddings / f"trial{t}.npy", both.astype(np.float32))
             if t == 0 and args.save_first is not None:
                 torch.save({"format": CHECKPOINT_FORMAT, "config": model.config(),
                             "model": model.state_dict(), "temporal": None, "complete": True,
                             "identities": [f"viper/{i}" for i in train_ids],
                             "recipe": tuner.recipe, "finetuned_from": str(args.ckpt),
                             "unfreeze_stem": args.unfreeze_stem}, args.save_first)
+        emb = descriptor(both, args.flip)
         weight = fixed
         if inner:
             assert tuner is not None and gog is not None
@@ -276,6 +300,7 @@ def main() -> None:
     if not done:
         raise SystemExit("no trial was scored")
     stages = "stages 5-7 and the head" if args.unfreeze_stem else "stage 7 and the head"
+    stages += "; image + mirror embeddings" if args.flip else "; image embeddings alone"
     weight_text = {"inner": "score-fusion weight chosen per trial on its training half",
                    "none": "no score fusion"}.get(args.fusion_weight,
                                                   f"score-fusion weight {args.fusion_weight}")

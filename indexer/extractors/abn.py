@@ -1,8 +1,9 @@
-"""Person method `abn:CKPT`: the trained ABN re-ID network's embedding (a thin adapter).
+"""Person method `abn:CKPT[?flip=0]`: the trained ABN re-ID network's embedding (a thin adapter).
 
 The model, its training and its loader live in `indexer.models.reid_abn`; this maps RGB crops to
-L2-normalised 512-d rows, and gives the temporal-attention scores of a tracklet's frames (the
-pooling itself is `engine.evaluation.multishot.pool_rows` and the engine's tracklet query).
+L2-normalised 512-d rows (by default each crop's and its mirror image's embeddings averaged), and
+gives the temporal-attention scores of a tracklet's frames (the pooling itself is
+`engine.evaluation.multishot.pool_rows` and the engine's tracklet query).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from indexer.errors import ModelLoadError
+from indexer.extractors.base import split_options
 from indexer.models.reid_abn.model import describe_frames, load_abn
 
 
@@ -30,10 +32,27 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def _flip_option(argument: str) -> tuple[str, bool]:
+    """`CKPT[?flip=0|1]` -> (CKPT, flip); a bad option raises ModelLoadError naming it."""
+    try:
+        path, options = split_options(argument)
+        unknown = set(options) - {"flip"}
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)}; valid: flip (0 or 1)")
+        flip = options.get("flip", "1")
+        if flip not in ("0", "1"):
+            raise ValueError(f"flip={flip!r}: give 0 or 1")
+    except ValueError as exc:  # a setting of the method, reported as the model's
+        raise ModelLoadError(f"abn:{argument}", str(exc)) from exc
+    return path, flip == "1"
+
+
 def abn_method(images: Sequence[np.ndarray], checkpoint: str | Path) -> np.ndarray:
-    """The person method `abn:CKPT`: (N, 512) L2-normalised embeddings of RGB uint8 crops."""
-    model, _ = load_abn(str(checkpoint).split("?")[0])
-    return _normalize(describe_frames(model, list(images)))
+    """The person method `abn:CKPT[?flip=0]`: (N, 512) L2-normalised embeddings of RGB uint8
+    crops, each the mean of the crop's and its mirror image's unless `flip=0`."""
+    path, flip = _flip_option(str(checkpoint))
+    model, _ = load_abn(path)
+    return _normalize(describe_frames(model, list(images), flip=flip))
 
 
 def abn_frame_scores(images: Sequence[np.ndarray], checkpoint: str | Path) -> np.ndarray:

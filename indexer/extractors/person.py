@@ -40,7 +40,7 @@ PERSON_DESCRIPTORS: dict[str, tuple[str, ...]] = {
     "lomo": ("indexer.extractors.lomo", "lomo_batch"),
     "gog": ("indexer.extractors.gog", "gog_batch"),
     "pcb": ("indexer.extractors.pcb", "pcb_method", OPTIONAL_FILE),  # pcb:CKPT[?size=HxW]
-    "abn": ("indexer.extractors.abn", "abn_method", FILE),  # abn:CKPT (tansaku train-reid)
+    "abn": ("indexer.extractors.abn", "abn_method", FILE),  # abn:CKPT[?flip=0] (train-reid)
     # ImageNet CNN transfer (indexer/extractors/transfer.py); cdpcf's pooling is learned with the
     # projection (indexer/projections/cdpcf.py), its raw descriptor is the grid-pooled maps
     "layers": ("indexer.extractors.transfer", "layers_batch"),

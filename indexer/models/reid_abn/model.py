@@ -268,12 +268,17 @@ def load_abn(path: str | Path) -> tuple[AbnReid, TemporalAttention | None]:
 
 
 @torch.no_grad()
-def describe_frames(model: AbnReid, images: Sequence[np.ndarray],
-                    batch_size: int = 32) -> np.ndarray:
-    """(N, 512) BN-neck embeddings (not normalised) of RGB uint8 crops."""
+def describe_frames(model: AbnReid, images: Sequence[np.ndarray], batch_size: int = 32,
+                    flip: bool = True) -> np.ndarray:
+    """(N, 512) BN-neck embeddings (not normalised) of RGB uint8 crops; with `flip`, the mean of
+    each crop's and its mirror image's (test-time flip averaging: +3.8 rank-1 on a VIPeR trial,
+    see the README)."""
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(images), batch_size):
         x = preprocess(images[i:i + batch_size], model.input_size).to(device)
-        out.append(model(x)["emb"].cpu().numpy())
+        emb = model(x)["emb"]
+        if flip:
+            emb = (emb + model(x.flip(3))["emb"]) / 2
+        out.append(emb.cpu().numpy())
     return np.concatenate(out).astype(np.float32)

@@ -249,6 +249,36 @@ def test_loader_names_the_bad_file(tmp_path: Path) -> None:
         load_abn(tmp_path / "missing.pt")
 
 
+def test_flip_averaging_is_the_mean_of_a_crop_and_its_mirror(tmp_path: Path) -> None:
+    from indexer.extractors.abn import abn_method
+    from indexer.models.reid_abn.model import CHECKPOINT_FORMAT, describe_frames
+
+    torch.manual_seed(0)
+    model = AbnReid(num_classes=5, attention=True, pretrained=True, input_size=(64, 32)).eval()
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (80, 40, 3), dtype=np.uint8) for _ in range(3)]
+    mirrors = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    alone = describe_frames(model, crops, flip=False)
+    mirrored = describe_frames(model, mirrors, flip=False)
+    assert np.abs(alone - mirrored).max() > 1e-3  # the network is not mirror-symmetric
+    np.testing.assert_allclose(describe_frames(model, crops), (alone + mirrored) / 2,
+                               rtol=1e-4, atol=1e-5)
+    # so a crop and its mirror image get the same description
+    np.testing.assert_allclose(describe_frames(model, crops), describe_frames(model, mirrors),
+                               rtol=1e-4, atol=1e-5)
+
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "config": model.config(), "model": model.state_dict(),
+                "temporal": None}, ckpt)
+    unit = alone / np.linalg.norm(alone, axis=1, keepdims=True)
+    np.testing.assert_allclose(abn_method(crops, f"{ckpt}?flip=0"), unit, rtol=1e-4, atol=1e-5)
+    assert np.abs(abn_method(crops, str(ckpt)) - unit).max() > 1e-4
+    with pytest.raises(ModelLoadError, match="size"):
+        abn_method(crops, f"{ckpt}?size=64x32")
+    with pytest.raises(ModelLoadError, match="flip='yes'"):
+        abn_method(crops, f"{ckpt}?flip=yes")
+
+
 def _content_attention_model() -> AbnReid:
     """An ImageNet ABN network whose attention branch is set by hand to respond to the energy of
     the stride-16 map (positive centre taps and sums), not trained."""
