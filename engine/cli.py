@@ -302,6 +302,7 @@ def train_reid(
     recipe: Annotated[str, typer.Option(
         help="full (about 10 minutes on an idle CPU: caching the frozen maps, 500 steps), "
         "background-swap (the full recipe with backgrounds swapped: attention on the person), "
+        "deep (the full recipe also training ImageNet stages 5 and 6: about twice the time), "
         "or short (tests).")] = "full",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:

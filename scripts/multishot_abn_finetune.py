@@ -72,7 +72,7 @@ def main() -> None:
     m4, m5, kept = cache_mid_maps(trained, data, cache, cpu)
     if len(kept) != len(pids):
         raise OSError("unreadable images in the dataset; see the log")
-    heights, low4, low5, low_heights = cache_low_res(trained, data, kept, cache, cpu)
+    heights, (low4, low5), low_heights = cache_low_res(trained, data, kept, cache, cpu)
     recipe = dict(RECIPES["full"])
     recipe.update({"iterations": args.iterations, "p": 16, "k": 4, "cross_track": True})
     splits, _ = multishot_splits(pids, cams, args.trials, 0)

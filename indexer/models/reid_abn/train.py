@@ -15,6 +15,8 @@ The budget on a shared 2-core CPU (about 2 hours for the whole recipe) decides t
 - Fine-tuning on a benchmark's few hundred training images (`finetune`) can afford two more
   stages: from the cached stage-4 map (`cache_low_maps`), stages 5 and 6 train too, and random
   erasing then zeroes a region of that map, before the stages that spread it.
+- `--recipe deep` trains stages 5 and 6 on PETA as well, from cached stage-4 maps, as
+  fine-tuning does.
 - A second, cheap phase trains the temporal attention pooling on frozen frame embeddings of
   tracklets sampled from the training identities, each frame drawn as it is or from a copy
   shrunk to 32-72 pixels high (its maps cached once), with the re-ID classifier as its loss: the
@@ -85,6 +87,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 # the attention moves onto the person (README), at a lower rank-1 before any fine-tuning.
 RECIPES["background-swap"] = {**RECIPES["full"], "background_swap": 0.5, "cross_track": True,
                               "pretrained_lr_mult": 0.1}
+# The full recipe training ImageNet stages 5 and 6 too, from cached stage-4 maps (about twice the
+# time per step): more of the network learns re-ID from PETA's identities before a benchmark's
+# fine-tuning (`finetune` from (m3,)) trains the same stages on its few hundred images.
+RECIPES["deep"] = {**RECIPES["full"], "train_stem": True}
 
 
 # ----------------------------------------------------------------------------- cached stem maps
@@ -135,6 +141,16 @@ def _cache_key(model: AbnReid, data: TrainingSet) -> str:
     return key.hexdigest()[:16]
 
 
+def _stages_5_6_digest(model: AbnReid) -> str:
+    """A digest of stages 5 and 6's weights: ImageNet's, or trained (`--recipe deep`)."""
+    digest = hashlib.sha1()
+    for module in (model.stem[model._cut3:], model.stem5):
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:8]
+
+
 @torch.no_grad()
 def cache_low_maps(model: AbnReid, data: TrainingSet, cache_dir: Path, device: torch.device,
                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -152,10 +168,10 @@ def cache_mid_maps(model: AbnReid, data: TrainingSet, cache_dir: Path, device: t
     """The frozen maps of each crop and its mirror, float16: m4 (N, 2, 112, 16, 8),
     m5 (N, 2, 192, 8, 4), and the kept row indices.
 
-    Cached in `cache_dir` under a key of the file list and input size; unreadable files are
-    logged by path and left out.
+    Cached in `cache_dir` under a key of the file list, the input size and stages 5 and 6's
+    weights; unreadable files are logged by path and left out.
     """
-    key = _cache_key(model, data)
+    key = f"{_cache_key(model, data)}-{_stages_5_6_digest(model)}"
     stem4 = Path(cache_dir) / f"stem-{key}.npz"
     stem5 = Path(cache_dir) / f"stem5-{key}.npz"
     m4, kept = _stem_maps(lambda x: model.mid(x)[0], data, model.input_size, stem4, device,
@@ -313,19 +329,23 @@ LOW_RES = (32, 72)  # heights in pixels of the low-resolution copies the tempora
 
 @torch.no_grad()
 def cache_low_res(model: AbnReid, data: TrainingSet, kept: np.ndarray, cache_dir: Path,
-                  device: torch.device, seed: int = 0, batch_size: int = 32,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each kept crop's height, and the frozen maps (float16) of a low-resolution copy of it
-    (shrunk to a height drawn from LOW_RES, as far-away people in surveillance video are, then
-    resized to the input like any crop) with that height: (heights, m4, m5, low heights)."""
+                  device: torch.device, seed: int = 0, batch_size: int = 32, low: bool = False,
+                  ) -> tuple[np.ndarray, Maps, np.ndarray]:
+    """Each kept crop's height, the frozen maps (float16) of a low-resolution copy of it (shrunk
+    to a height drawn from LOW_RES, as far-away people in surveillance video are, then resized to
+    the input like any crop), and that height: (heights, (m4, m5), low heights); with `low`, the
+    stage-4 map (m3,) instead, for a network whose stages 5 and 6 were trained."""
     key = hashlib.sha1(repr((model.input_size, LOW_RES, seed,
                              [str(data.paths[i]) for i in kept])).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"lowres-{key}.npz"
+    stem = "lowres3" if low else f"lowres-{_stages_5_6_digest(model)}"
+    path = Path(cache_dir) / f"{stem}-{key}.npz"
+    names = ("m3",) if low else ("m4", "m5")
     if path.is_file():
         with np.load(path) as z:
-            return z["heights"], z["m4"], z["m5"], z["low"]
+            return z["heights"], tuple(z[n] for n in names), z["low"]
     rng = np.random.default_rng(seed)
-    heights, low, m4s, m5s = [], [], [], []
+    heights, low_heights = [], []
+    maps: list[list[np.ndarray]] = [[] for _ in names]
     for start in tqdm(range(0, len(kept), batch_size), desc="caching low-resolution maps",
                       unit="batch"):
         images = []
@@ -338,15 +358,14 @@ def cache_low_res(model: AbnReid, data: TrainingSet, kept: np.ndarray, cache_dir
             small = cv2.resize(rgb, (max(1, round(w * target / h)), target),
                                interpolation=cv2.INTER_AREA)
             heights.append(h)
-            low.append(min(h, target))
+            low_heights.append(min(h, target))
             images.append(small if target < h else rgb)
         x = preprocess(images, model.input_size).to(device)
-        m4, m5 = model.mid(x)
-        m4s.append(m4.half().cpu().numpy())
-        m5s.append(m5.half().cpu().numpy())
-    out = (np.asarray(heights, np.float32), np.concatenate(m4s), np.concatenate(m5s),
-           np.asarray(low, np.float32))
-    _save_npz(path, heights=out[0], m4=out[1], m5=out[2], low=out[3])
+        for store, m in zip(maps, (model.low(x),) if low else model.mid(x), strict=True):
+            store.append(m.half().cpu().numpy())
+    out = (np.asarray(heights, np.float32), tuple(np.concatenate(m) for m in maps),
+           np.asarray(low_heights, np.float32))
+    _save_npz(path, heights=out[0], low=out[2], **dict(zip(names, out[1], strict=True)))
     return out
 
 
@@ -461,7 +480,15 @@ def train_reid(
                 logger.info("%s is already trained", out)
                 return out
             model.load_state_dict(ckpt["model"])
-        m4, m5, kept = cache_mid_maps(model, data, cache, dev)
+        deep = bool(rec.get("train_stem", False))
+        maps: Maps
+        if deep:
+            m3, kept = cache_low_maps(model, data, cache, dev)
+            maps = (m3,)
+            model.unfreeze_stem()
+        else:
+            m4, m5, kept = cache_mid_maps(model, data, cache, dev)
+            maps = (m4, m5)
         labels, tracks = data.labels[kept], data.tracks[kept]
         optimizer = _optimizer(model, rec)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -497,8 +524,7 @@ def train_reid(
         bar = tqdm(range(start, total), desc="re-ID training", initial=start, total=total)
         for it in bar:
             t0 = time.perf_counter()
-            terms = _step(model, optimizer, base_lrs, it, (m4, m5), labels, tracks, rec, generator,
-                          dev)
+            terms = _step(model, optimizer, base_lrs, it, maps, labels, tracks, rec, generator, dev)
             elapsed += time.perf_counter() - t0
             history.append({"iteration": it + 1, "lr": optimizer.param_groups[1]["lr"],
                             "seconds": elapsed, **{k: float(v.detach()) for k, v in terms.items()}})
@@ -506,9 +532,10 @@ def train_reid(
             if (it + 1) % int(rec["save_every"]) == 0 and it + 1 < total:
                 save(it + 1, complete=False)
         t0 = time.perf_counter()
-        heights, low4, low5, low_heights = cache_low_res(model, data, kept, cache, dev, seed)
-        versions = np.stack([embed_maps(model, (m4[:, 0], m5[:, 0]), dev),
-                             embed_maps(model, (low4, low5), dev)])
+        heights, low_maps, low_heights = cache_low_res(model, data, kept, cache, dev, seed,
+                                                       low=deep)
+        versions = np.stack([embed_maps(model, tuple(m[:, 0] for m in maps), dev),
+                             embed_maps(model, low_maps, dev)])
         temporal, temporal_losses = train_temporal(
             versions, np.stack([heights, low_heights]), labels, tracks, model.classifier, rec,
             generator)

@@ -240,6 +240,33 @@ def test_short_recipe_trains_resumes_and_loads(tmp_path: Path, monkeypatch: pyte
         torch.testing.assert_close(b["model"][key], value, rtol=1e-3, atol=2e-3)
 
 
+@pytest.mark.slow
+def test_deep_recipe_trains_stages_5_6_and_caches_by_their_weights(tmp_path: Path) -> None:
+    from indexer.models.reid_abn import train as train_mod
+    from indexer.models.reid_abn.data import peta_training_set
+
+    data = _synthetic_people(tmp_path)
+    recipe = dict(train_mod.RECIPES["short"], iterations=3, train_stem=True)
+    cache = tmp_path / "cache"
+    out = train_mod.train_reid(data, tmp_path / "deep.pt", recipe=recipe, seed=0, cache_dir=cache)
+    deep, temporal = load_abn(out)
+    assert temporal is not None
+    imagenet = AbnReid(num_classes=deep.num_classes, pretrained=True, input_size=(64, 32))
+
+    def same(a: torch.nn.Module, b: torch.nn.Module) -> list[bool]:
+        return [torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True)]
+
+    cut = deep._cut3
+    assert not all(same(deep.stem[cut:], imagenet.stem[cut:]))  # stage 5 trained
+    assert not all(same(deep.stem5, imagenet.stem5))  # stage 6 trained
+    assert all(same(deep.stem[:cut], imagenet.stem[:cut]))  # stages 1-4 stay ImageNet's
+    # the stage-6 maps cached for one network are not served to a network with other stages 5-6
+    crops = peta_training_set(data, max_per_track=8)
+    _, m5_deep, _ = train_mod.cache_mid_maps(deep, crops, cache, torch.device("cpu"))
+    _, m5_net, _ = train_mod.cache_mid_maps(imagenet.eval(), crops, cache, torch.device("cpu"))
+    assert np.abs(m5_deep.astype(np.float32) - m5_net.astype(np.float32)).max() > 1e-2
+
+
 def test_loader_names_the_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "x.pt"
     torch.save({"format": "other"}, bad)
