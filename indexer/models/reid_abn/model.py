@@ -3,9 +3,10 @@
 Layout (input 256 x 128, H x W), sized so that training fits a shared CPU:
 
 - stem: the ImageNet EfficientNet-Lite0 up to the end of stage 5 (stride 16, 112 channels, a
-  16 x 8 map m4) and stage 6 (stride 32, 192 channels, an 8 x 4 map m5), frozen: training caches
-  both maps once per crop (see `train.py`). Fine-tuning on a benchmark's training half can also
-  train stages 5 and 6 (`unfreeze_stem`), from the cached stage-4 map m3 (80 channels, 16 x 8).
+  16 x 8 map m4) and stage 6 (stride 32, 192 channels, an 8 x 4 map m5). Stages 1-4 stay frozen
+  (training caches their map m3, 80 channels, 16 x 8, once per crop: see `train.py`); stages 5
+  and 6 are trained by the default recipe and in fine-tuning (`unfreeze_stem`), frozen by the
+  `full` recipe (which caches m4 and m5 instead). Their BN statistics stay ImageNet's.
 - attention branch (ABN, Fukui et al. CVPR 2019) on the mid-level map m4: 3x3 conv + BN + ReLU,
   a 1x1 conv to K identity maps + BN + ReLU; their global average gives the branch's own identity
   logits (its loss), and a 1x1 conv + BN + sigmoid of them the attention map a (B, 1, 16, 8).
