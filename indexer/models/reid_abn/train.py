@@ -88,9 +88,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPES["background-swap"] = {**RECIPES["full"], "background_swap": 0.5, "cross_track": True,
                               "pretrained_lr_mult": 0.1}
 # The default: the full recipe training ImageNet stages 5 and 6 too, from cached stage-4 maps
-# (about three times the time per step). More of the network learns re-ID from PETA's 465
-# identities: VIPeR rank-1 18.5 against 11.0 for `full` as trained, 31.7 against 27.9 fine-tuned
-# on a trial's training half (README).
+# (several times the time per step). More of the network learns re-ID from PETA's 465
+# identities: VIPeR rank-1 18.5 against 11.0 for `full` as trained (README).
 RECIPES["deep"] = {**RECIPES["full"], "train_stem": True}
 
 
